@@ -1,0 +1,1 @@
+"""Input and output: the only modules that open files or URLs."""
