@@ -1,0 +1,315 @@
+"""The ``unetgeo`` command: one subcommand per stage, plus ``run`` (all stages) and ``demo``.
+
+Exit codes: 0 success; 2 bad input (one line on stderr naming the file and the problem);
+1 internal error (a traceback with ``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetgeo.errors import UnetgeoError
+
+log = logging.getLogger("unetgeo")
+
+EPILOG = textwrap.dedent(
+    """\
+    Typical use:
+      unetgeo demo --out demo/                         # make data, train, run a flood scene end to end
+      unetgeo train --config configs/flood.yaml --out models/flood
+      unetgeo run scene.tif --model models/flood --out runs/2026-11-21 --reference before.tif
+      unetgeo predict scene.tif --model models/flood --out runs/x --scales 0.75,1,1.25 --flips
+
+    Outputs of a run (open the .tif and .gpkg files in QGIS by drag and drop):
+      classes.tif      class map, COG, uint8, nodata 255, colour table and class names
+      confidence.tif   max class probability x 100, COG, uint8, nodata 255
+      polygons.gpkg    one layer per class: class_name, area_m2, mean_conf, scene_id, model_id
+      polygons.shp     the same polygons as a Shapefile (+ .prj, .cpg)
+      flood.gpkg       (with --reference) water now that was not water before
+      summary.json     areas, counts, IoU against truth, stage timings;  quicklook.png: a picture
+    Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 internal error.
+    """
+)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.75,1,1.25") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive numbers, e.g. 0.75,1,1.25")
+    return vals
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("prediction")
+    g.add_argument("--scales", type=_floats, default=None, metavar="S1,S2",
+                   help="test-time scales, fused by averaging probabilities (default 1.0; e.g. 0.75,1,1.25)")
+    g.add_argument("--flips", action="store_true", default=None, help="also average horizontal and vertical flips")
+    g.add_argument("--d4", action="store_true", default=None, help="average all eight rotations/flips (D4)")
+    g.add_argument("--halo", type=int, default=None, dest="halo_px", metavar="PX",
+                   help="context in pixels read around each chunk and cropped away (default 64)")
+    g.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4)")
+    g.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda, cuda:1 …")
+    g.add_argument("--tile-size", type=int, default=None, dest="tile_px", metavar="PX",
+                   help="chunk side of the Zarr tiles in pixels (default 512)")
+
+
+def _inference_from(args: argparse.Namespace, config):
+    upd = {k: getattr(args, k) for k in ("scales", "flips", "d4", "halo_px", "batch_size", "device")
+           if getattr(args, k, None) is not None}
+    return config.inference.model_copy(update=upd) if upd else config.inference
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render --help in the README)."""
+    p = argparse.ArgumentParser(
+        prog="unetgeo",
+        description="Turn large remote-sensing scenes (GeoTIFF) into georeferenced class rasters and "
+        "land-use / flood polygons with U-Nets. Every stage streams chunk by chunk.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from unetgeo import __version__
+
+    p.add_argument("--version", action="version", version=f"unetgeo {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("tile", help="GeoTIFF scene -> Zarr tiles + valid mask",
+                       description="Cut a GeoTIFF into a Zarr v3 store of (band, y, x) chunks plus valid.zarr "
+                       "(nodata mask) beside it, with grid attributes and per-band statistics. "
+                       "Resumable: a killed run started again writes only the missing chunks.")
+    t.add_argument("scene", help="GeoTIFF path or URL (s3://…)")
+    t.add_argument("out", help="output store, e.g. run/tiles.zarr (valid.zarr is written beside it)")
+    t.add_argument("--tile-size", type=int, default=512, dest="tile_px", metavar="PX", help="chunk side (default 512)")
+    t.add_argument("--bands", default=None, help="comma-separated band names in file order (default: band descriptions)")
+    t.add_argument("--dask-address", default=None, help="scheduler address of a running Dask cluster (default: local threads)")
+
+    tr = sub.add_parser("train", help="train a U-Net from a YAML config",
+                        description="Train a segmentation model and write a model bundle "
+                        "(model.safetensors, model.json, training report PNG).")
+    tr.add_argument("--config", required=True, help="YAML config path or name in configs/ (flood, landuse, …)")
+    tr.add_argument("--out", default=None, help="model directory (default models/<config name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+
+    pr = sub.add_parser("predict", help="scene -> classes.tif + confidence.tif",
+                        description="Tile a scene, predict every chunk with a halo (seam-free), fuse test-time "
+                        "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.")
+    pr.add_argument("scene", help="GeoTIFF path or URL")
+    pr.add_argument("--model", required=True, help="model directory (model.safetensors + model.json)")
+    pr.add_argument("--out", required=True, help="run directory")
+    pr.add_argument("--config", default=None, help="YAML config for inference defaults")
+    pr.add_argument("--probs", action="store_true", help="also write probs.tif (one band per class)")
+    _add_inference_args(pr)
+
+    st = sub.add_parser("stitch", help="probs.zarr -> classes.tif + confidence.tif",
+                        description="Turn a probs.zarr store into COGs (classes, confidence).")
+    st.add_argument("probs", help="probs.zarr store")
+    st.add_argument("out", help="output directory")
+    st.add_argument("--valid", default=None, help="valid.zarr (default: beside probs.zarr)")
+    st.add_argument("--probs-tif", action="store_true", help="also write probs.tif")
+
+    ve = sub.add_parser("vectorize", help="classes.tif -> polygons (GeoPackage + Shapefile)",
+                        description="Polygonise a class raster chunk by chunk, merging polygons across chunk "
+                        "borders. One GeoPackage layer per class; a Shapefile with all classes beside it.")
+    ve.add_argument("classes", help="class raster (uint8, nodata 255)")
+    ve.add_argument("out", help="output .gpkg")
+    ve.add_argument("--min-area-m2", type=float, default=0.0, help="drop polygons smaller than this (m²)")
+    ve.add_argument("--simplify-m", type=float, default=0.0, help="simplify outlines by this tolerance (m)")
+    ve.add_argument("--confidence", default=None, help="confidence.tif for the mean_conf attribute")
+    ve.add_argument("--class-names", default=None, help="comma-separated class names (default: from the raster)")
+    ve.add_argument("--no-shapefile", action="store_true", help="GeoPackage only")
+
+    ru = sub.add_parser("run", help="all stages through the Prefect flow scene-to-polygons",
+                        description="Run tile -> predict -> stitch -> vectorize (-> flood) -> report as the Prefect "
+                        "flow 'scene-to-polygons' (ephemeral API unless PREFECT_API_URL is set).")
+    ru.add_argument("scene", help="GeoTIFF path or URL")
+    ru.add_argument("--model", required=True, help="model directory")
+    ru.add_argument("--out", required=True, help="run directory")
+    ru.add_argument("--reference", default=None,
+                    help="pre-event scene (or a single-band water mask) on the same grid: writes flood.gpkg")
+    ru.add_argument("--truth", default=None, help="label raster on the same grid: IoU goes into summary.json")
+    ru.add_argument("--config", default=None, help="YAML config (default: embedded flood defaults)")
+    ru.add_argument("--dask-address", default=None, help="scheduler address of a running Dask cluster")
+    _add_inference_args(ru)
+
+    ev = sub.add_parser("evaluate", help="score a model on labelled data through the full inference path",
+                        description="Per-class IoU and mIoU of a model, predicted exactly as `predict` does "
+                        "(tiling, halo, fusion).")
+    ev.add_argument("--model", required=True, help="model directory")
+    ev.add_argument("--scene", default=None, help="georeferenced scene")
+    ev.add_argument("--labels", default=None, help="label raster (same grid) or vector file for --scene")
+    ev.add_argument("--images", default=None, help="folder of images (pairs mode)")
+    ev.add_argument("--masks", default=None, help="folder of RGB-coded masks (pairs mode)")
+    ev.add_argument("--json", default=None, dest="json_out", help="write the scores to this JSON file")
+    ev.add_argument("--work", default=None, help="working directory for intermediate stores")
+    _add_inference_args(ev)
+
+    de = sub.add_parser("demo", help="make data, train a small model, run a flood scene end to end",
+                        description="Generate a synthetic pre/post flood pair and a training scene, train a small "
+                        "U-Net on CPU, run the post-flood scene through scene-to-polygons with the pre-flood scene "
+                        "as reference, and print water IoU, flooded km² and timings.")
+    de.add_argument("--out", default="demo", help="output directory (default ./demo)")
+    de.add_argument("--size", type=int, default=1024, dest="size_px", help="scene side in pixels (default 1024)")
+    de.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("unetgeo")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    for noisy in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _cmd_tile(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.tiling import make_tiles
+
+    bands = [b.strip() for b in a.bands.split(",")] if a.bands else None
+    r = make_tiles(a.scene, a.out, tile_px=a.tile_px, band_names=bands, dask_address=a.dask_address, progress=progress)
+    print(f"{r.tiles_uri}: {r.grid.height}x{r.grid.width} px, bands {list(r.band_names)}, "
+          f"{r.n_chunks} chunks ({r.n_written} written) in {r.seconds:.1f} s; mask {r.valid_uri}")
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.config import load_config
+    from unetgeo.train import train
+
+    cfg = load_config(a.config)
+    out = a.out or os.path.join("models", cfg.name)
+    kwargs = {"resume": True} if a.resume else {}
+    r = train(cfg, out, progress=progress, **kwargs)
+    print(f"model written to {r.model_dir}")
+    print(json.dumps({k: v for k, v in r.metrics.items() if k in ("miou", "iou", "accuracy")}, indent=1))
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.config import load_config
+    from unetgeo.infer import predict_tiles
+    from unetgeo.io.scene import open_scene
+    from unetgeo.io.uri import join, makedirs
+    from unetgeo.io.bundle import read_meta
+    from unetgeo.model import ModelMeta, check_bands
+    from unetgeo.stitch import stitch
+    from unetgeo.tiling import make_tiles
+
+    cfg = load_config(a.config)
+    spec = _inference_from(a, cfg)
+    meta = ModelMeta.from_dict(read_meta(a.model), where=f"{a.model}/model.json")
+    info = open_scene(a.scene)
+    check_bands(meta, list(info.band_names), a.scene)  # before anything is written
+    makedirs(a.out)
+    tile_px = a.tile_px or cfg.tiling.tile_px
+    tr = make_tiles(a.scene, join(a.out, "tiles.zarr"), tile_px=tile_px, progress=progress)
+    pr = predict_tiles(tr.tiles_uri, a.model, join(a.out, "probs.zarr"), valid_uri=tr.valid_uri, inference=spec, progress=progress)
+    sr = stitch(pr.probs_uri, tr.valid_uri, a.out, write_probs=a.probs, progress=progress)
+    print(f"{sr.classes_uri} and {sr.confidence_uri} written ({pr.megapixels:.1f} Mpx, "
+          f"tile {tr.seconds:.1f} s, predict {pr.seconds:.1f} s on {pr.device}, stitch {sr.seconds:.1f} s)")
+    return 0
+
+
+def _cmd_stitch(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.stitch import stitch
+
+    sr = stitch(a.probs, a.valid or str(Path(a.probs).parent / "valid.zarr"), a.out, write_probs=a.probs_tif, progress=progress)
+    print(f"{sr.classes_uri} and {sr.confidence_uri} written in {sr.seconds:.1f} s")
+    return 0
+
+
+def _cmd_vectorize(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.vectorize import vectorize
+
+    names = [n.strip() for n in a.class_names.split(",")] if a.class_names else None
+    r = vectorize(a.classes, a.out, confidence_uri=a.confidence, class_names=names, min_area_m2=a.min_area_m2,
+                  simplify_m=a.simplify_m, shapefile=not a.no_shapefile, progress=progress)
+    for name, n in r.counts.items():
+        print(f"{name:>16}: {n:7d} polygons, {r.area_km2.get(name, 0.0):10.3f} km²")
+    print(f"written {r.out_uri}" + (f" and {r.shapefile_uri}" if r.shapefile_uri else ""))
+    return 0
+
+
+def _cmd_run(a: argparse.Namespace, progress: bool) -> int:
+    from flows.cli_entry import run_scene_flow  # Prefect lives in flows/, imported only here
+
+    summary = run_scene_flow(
+        scene=a.scene, model=a.model, out=a.out, reference=a.reference, truth=a.truth, config=a.config,
+        dask_address=a.dask_address, scales=list(a.scales) if a.scales else None, flips=a.flips, device=a.device,
+    )
+    print(json.dumps({k: summary[k] for k in ("area_km2", "flooded_km2", "iou", "timings") if k in summary}, indent=1))
+    print(f"outputs in {a.out}")
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.evaluate import evaluate_model
+
+    spec = _inference_from(a, __import__("unetgeo.config", fromlist=["Config"]).Config())
+    scores = evaluate_model(a.model, scene=a.scene, labels=a.labels, images=a.images, masks=a.masks,
+                            inference=spec, work_dir=a.work, progress=progress)
+    for name, v in scores["iou"].items():
+        print(f"{name:>16}: IoU {v:.3f}")
+    print(f"{'mIoU':>16}: {scores['miou']:.3f}")
+    if a.json_out:
+        from unetgeo.io.uri import open_file
+
+        with open_file(a.json_out, "w") as f:
+            f.write(json.dumps(scores, indent=1))
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.demo import run_demo
+
+    run_demo(a.out, size_px=a.size_px, seed=a.seed, progress=progress)
+    return 0
+
+
+COMMANDS = {
+    "tile": _cmd_tile, "train": _cmd_train, "predict": _cmd_predict, "stitch": _cmd_stitch,
+    "vectorize": _cmd_vectorize, "run": _cmd_run, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``unetgeo`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    progress = not args.quiet
+    try:
+        return COMMANDS[args.command](args, progress)
+    except UnetgeoError as e:
+        print(f"unetgeo {args.command}: error: {e.one_line()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("unetgeo: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if args.verbose:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"unetgeo {args.command}: internal error: {type(e).__name__}: {msg} (run with -v for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Stage ``predict``: tiles.zarr -> probs.zarr, seam-free and out-of-core, with test-time fusion.
+
+Every output chunk is predicted once, from its window grown by a halo (``halo_px``), reflect-padded
+at scene edges and up to the encoder stride, then cropped back to the chunk: neighbouring chunks
+see the same context at their shared border, so no seams appear. Only a few windows are in memory
+at any time; a prefetch thread reads and normalises the next windows while the model computes.
+
+Test-time fusion batches all variants of a window batch: for each scale, the (bilinearly resized,
+antialiased when shrinking) windows and their flips / D4 symmetries go through the network in one
+forward pass per distinct shape; softmax probabilities are mapped back, resized to the window,
+and averaged (optionally weighted per scale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unetgeo.config import InferenceSpec
+from unetgeo.errors import InputError
+from unetgeo.grid import Grid, HaloWindow, Window, align_up, halo_window, iter_tile_windows, n_tiles
+from unetgeo.io.store import ChunkedStoreWriter, check_same_grid, open_store, read_window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict_tiles` wrote."""
+
+    probs_uri: str
+    n_chunks: int
+    n_written: int
+    seconds: float
+    megapixels: float
+    device: str
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+    return dev
+
+
+# --------------------------------------------------------------------------------------------
+# test-time fusion (pure tensor code)
+# --------------------------------------------------------------------------------------------
+def _variants(flips: bool, d4: bool) -> list[tuple[int, bool]]:
+    """Symmetries as ``(k rot90, hflip)``: identity; +h/v flips; or all eight of D4."""
+    if d4:
+        return [(k, f) for k in range(4) for f in (False, True)]
+    if flips:
+        return [(0, False), (0, True), (2, True)]  # identity, horizontal flip, vertical flip
+    return [(0, False)]
+
+
+def _apply(x: torch.Tensor, k: int, hflip: bool) -> torch.Tensor:
+    if hflip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def _undo(x: torch.Tensor, k: int, hflip: bool) -> torch.Tensor:
+    if k:
+        x = torch.rot90(x, -k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if hflip else x
+
+
+def fuse_predict(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flips: bool = False,
+    d4: bool = False,
+    scale_weights: Sequence[float] | None = None,
+    stride: int = 32,
+    max_batch: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Fused softmax probabilities of ``model`` over scales and symmetries.
+
+    Args:
+        model: network mapping ``(N, C, h, w)`` to logits ``(N, K, h, w)``; ``h, w`` multiples of ``stride``.
+        x: normalised input ``(B, C, H, W)`` float32, ``H, W`` multiples of ``stride``.
+        scales: resize factors; each scaled size is rounded up to the stride.
+        flips: add horizontal and vertical flips; ``d4``: all eight square symmetries instead.
+        scale_weights: weight of each scale (normalised); equal when ``None``.
+        max_batch: split a forward pass into micro-batches of at most this many images.
+        autocast_dtype: run the network under autocast with this dtype (e.g. ``torch.bfloat16``).
+
+    Returns:
+        ``(B, K, H, W)`` float32 probabilities that sum to 1 over ``K``.
+
+    All variants of one shape go through the network together: a batch of B windows with S scales
+    and V symmetries takes S forward passes (2S for non-square windows under D4), not S*V*B.
+    """
+    B, _, H, W = x.shape
+    w = np.ones(len(scales)) if scale_weights is None else np.asarray(scale_weights, dtype=float)
+    w = w / w.sum()
+    out: torch.Tensor | None = None
+    variants = _variants(flips, d4)
+    for s, ws in zip(scales, w, strict=True):
+        hs, wsz = (H, W) if s == 1 else (align_up(round(H * s), stride), align_up(round(W * s), stride))
+        xs = x if (hs, wsz) == (H, W) else F.interpolate(
+            x, size=(hs, wsz), mode="bilinear", align_corners=False, antialias=(hs < H or wsz < W)
+        )
+        groups: dict[tuple[int, int], list[tuple[int, bool]]] = {}
+        for k, f in variants:
+            shape = (wsz, hs) if k % 2 else (hs, wsz)
+            groups.setdefault(shape, []).append((k, f))
+        for _shape, vs in groups.items():
+            batch = torch.cat([_apply(xs, k, f) for k, f in vs], dim=0)
+            probs = _forward(model, batch, max_batch, autocast_dtype).softmax(dim=1)
+            for i, (k, f) in enumerate(vs):
+                p = _undo(probs[i * B : (i + 1) * B], k, f)
+                if p.shape[-2:] != (H, W):
+                    p = F.interpolate(
+                        p, size=(H, W), mode="bilinear", align_corners=False, antialias=(p.shape[-2] > H or p.shape[-1] > W)
+                    )
+                contrib = p * float(ws / len(variants))
+                out = contrib if out is None else out + contrib
+    assert out is not None
+    return out
+
+
+def _forward(
+    model: torch.nn.Module, x: torch.Tensor, max_batch: int | None, autocast_dtype: torch.dtype | None
+) -> torch.Tensor:
+    parts = [x] if not max_batch or x.shape[0] <= max_batch else list(torch.split(x, max_batch))
+    outs = []
+    for p in parts:
+        if autocast_dtype is not None:
+            with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+                outs.append(model(p).float())
+        else:
+            outs.append(model(p).float())
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+# --------------------------------------------------------------------------------------------
+# window reading (prefetch thread)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    hw: HaloWindow
+    x: np.ndarray  # (C, Hp, Wp) float32 normalised, padded
+    valid_core: np.ndarray  # (h, w) bool
+
+
+def _pad(a: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+    t, b, l, r = pad
+    if not any(pad):
+        return a
+    widths = [(0, 0)] * (a.ndim - 2) + [(t, b), (l, r)]
+    mode = "reflect" if min(a.shape[-2:]) > 1 else "edge"
+    return np.pad(a, widths, mode=mode)
+
+
+def _read_item(tiles, valid, hw: HaloWindow, meta) -> _Item:
+    from unetgeo.model import normalise
+
+    ok = read_window(valid, hw.read).astype(bool)
+    x = _pad(normalise(read_window(tiles, hw.read), meta, ok), hw.pad)
+    okp = _pad(ok, hw.pad)
+    return _Item(hw=hw, x=np.ascontiguousarray(x), valid_core=okp[hw.crop])
+
+
+def _prefetch(
+    tiles, valid, windows: Iterator[HaloWindow], meta, depth: int, n_threads: int = 2
+) -> Iterator[_Item]:
+    """Yield :class:`_Item` s in order, read by background threads ``depth`` items ahead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def producer() -> None:
+        try:
+            with ThreadPoolExecutor(n_threads) as pool:
+                pending = []
+                for hw in windows:
+                    if stop.is_set():
+                        return
+                    pending.append(pool.submit(_read_item, tiles, valid, hw, meta))
+                    if len(pending) >= n_threads:
+                        q.put(pending.pop(0).result())
+                for f in pending:
+                    q.put(f.result())
+            q.put(None)
+        except BaseException as e:  # hand the error to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=producer, name="unetgeo-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def _batches(items: Iterator[_Item], batch_size: int) -> Iterator[list[_Item]]:
+    """Group consecutive items of the same padded shape into batches of at most ``batch_size``."""
+    cur: list[_Item] = []
+    for it in items:
+        if cur and (len(cur) == batch_size or cur[0].x.shape != it.x.shape):
+            yield cur
+            cur = []
+        cur.append(it)
+    if cur:
+        yield cur
+
+
+# --------------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------------
+def predict_tiles(
+    tiles_uri: str,
+    model_dir: str,
+    out_uri: str,
+    *,
+    valid_uri: str | None = None,
+    inference: InferenceSpec | None = None,
+    progress: bool = False,
+) -> PredictResult:
+    """Predict class probabilities for every chunk of ``tiles_uri`` into ``out_uri``.
+
+    Args:
+        tiles_uri: ``tiles.zarr`` written by :func:`unetgeo.tiling.make_tiles`.
+        model_dir: model bundle (``model.safetensors`` + ``model.json``).
+        out_uri: ``probs.zarr`` to write: ``(class, y, x)`` float16, chunk-aligned with the tiles.
+        valid_uri: valid mask store (default: ``valid.zarr`` beside ``tiles_uri``).
+        inference: halo, scales, flips, batch size, device (defaults of :class:`InferenceSpec`).
+        progress: show a progress bar.
+
+    Raises:
+        BandMismatchError: the scene's bands differ from the model's (both lists named).
+        GridMismatchError: tiles and valid mask are not on one grid.
+    """
+    from unetgeo.model import check_bands, load_bundle
+    from unetgeo.tiling import _progress, _sibling
+
+    spec = inference or InferenceSpec()
+    t0 = time.perf_counter()
+    valid_uri = valid_uri or _sibling(tiles_uri, "valid.zarr")
+    tiles = open_store(tiles_uri)
+    valid = open_store(valid_uri)
+    check_same_grid(tiles, valid, tiles_uri, valid_uri)
+    attrs = dict(tiles.attrs)
+    grid = Grid.from_attrs(attrs)
+    tile_px = int(tiles.chunks[-1])
+    device = resolve_device(spec.device)
+    model, meta = load_bundle(model_dir, device=str(device))
+    check_bands(meta, list(attrs["band_names"]), tiles_uri)
+    model.eval()
+    cuda = device.type == "cuda"
+    autocast_dtype = None
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    n_classes = len(meta.class_names)
+    settings = {
+        "halo_px": spec.halo_px, "scales": list(spec.scales), "flips": spec.flips, "d4": spec.d4,
+        "scale_weights": None if spec.scale_weights is None else list(spec.scale_weights),
+        "dtype": spec.probs_dtype,
+    }
+    run_key = hashlib.sha256(
+        json.dumps({"tiles": attrs.get("run_key"), "model": meta.model_id, **settings}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    out = ChunkedStoreWriter(
+        out_uri,
+        shape=(n_classes, grid.height, grid.width),
+        chunk_px=tile_px,
+        dtype=spec.probs_dtype,
+        fill_value=0,
+        attrs={
+            **grid.to_attrs(),
+            "class_names": list(meta.class_names),
+            "class_colors": list(meta.class_colors),
+            "model_id": meta.model_id,
+            "model_dir": str(model_dir),
+            "tiles": str(tiles_uri),
+            "source": attrs.get("source"),
+            "probs_scale": 1.0 if spec.probs_dtype == "float16" else 1 / 255,
+            **settings,
+        },
+        run_key=run_key,
+    )
+    total = n_tiles(grid.height, grid.width, tile_px)
+    todo = [w for w in iter_tile_windows(grid.height, grid.width, tile_px) if not out.is_done(w)]
+    if not todo:
+        out.publish({})
+        return PredictResult(out_uri, total, 0, time.perf_counter() - t0, 0.0, str(device))
+    halos = (halo_window(w, spec.halo_px, grid.height, grid.width, meta.stride) for w in todo)
+    bar = _progress(progress, len(todo), "predict")
+    mpx = 0.0
+    n_threads = torch.get_num_threads()
+    with torch.inference_mode():
+        for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * spec.batch_size), spec.batch_size):
+            xb = torch.from_numpy(np.stack([it.x for it in batch]))
+            if cuda:
+                xb = xb.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            probs = fuse_predict(
+                model, xb, scales=spec.scales, flips=spec.flips, d4=spec.d4, scale_weights=spec.scale_weights,
+                stride=meta.stride, max_batch=spec.batch_size * 8, autocast_dtype=autocast_dtype,
+            )
+            probs_np = probs.cpu().numpy()
+            for it, p in zip(batch, probs_np, strict=True):
+                core = p[(slice(None), *it.hw.crop)]
+                core = np.where(it.valid_core[None], core, 0.0)
+                if spec.probs_dtype == "uint8":
+                    core = np.round(core * 255)
+                out.write(it.hw.core, core.astype(spec.probs_dtype))
+                mpx += it.hw.core.height * it.hw.core.width / 1e6
+            bar.update(len(batch))
+    bar.close()
+    out.publish({})
+    seconds = time.perf_counter() - t0
+    log.info(
+        "predict: %s -> %s: %d chunks on %s (%d threads), scales %s, flips %s, d4 %s, %.2f Mpx in %.1f s",
+        tiles_uri, out_uri, len(todo), device, n_threads, list(spec.scales), spec.flips, spec.d4, mpx, seconds,
+    )
+    return PredictResult(out_uri, total, len(todo), seconds, mpx, str(device))
+
+
+def predict_array(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    *,
+    stride: int = 32,
+    scales: Sequence[float] = (1.0,),
+    flips: bool = False,
+) -> np.ndarray:
+    """Whole-image prediction of a small normalised array ``(C, H, W)`` -> probs ``(K, H, W)``.
+
+    Reference path for tests and seam evaluation (reflect-pads to the stride); not for scenes.
+    """
+    H, W = x.shape[-2:]
+    pad = (0, align_up(H, stride) - H, 0, align_up(W, stride) - W)
+    xp = torch.from_numpy(np.ascontiguousarray(_pad(x.astype(np.float32), pad)))[None]
+    with torch.inference_mode():
+        p = fuse_predict(model, xp, scales=scales, flips=flips, stride=stride)
+    return p[0, :, :H, :W].numpy()
+
+
