@@ -130,10 +130,13 @@ class InferenceSpec(_Frozen):
     scale_weights: tuple[float, ...] | None = None
     flips: bool = False
     d4: bool = False
-    blend: Literal["crop", "hann"] = "crop"
     batch_size: int = Field(default=4, ge=1)
     device: str = "auto"
     probs_dtype: Literal["float16", "uint8"] = "float16"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="autocast dtype; auto = bf16 (or fp16) on CUDA, fp32 on CPU"
+    )
+    channels_last: bool | None = Field(default=None, description="NHWC memory layout; None = on CUDA only")
 
     @model_validator(mode="after")
     def _weights_match(self) -> InferenceSpec:

@@ -56,6 +56,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` (``auto``: bf16/fp16 on CUDA, none on CPU)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # test-time fusion (pure tensor code)
 # --------------------------------------------------------------------------------------------
@@ -279,16 +292,16 @@ def predict_tiles(
     check_bands(meta, list(attrs["band_names"]), tiles_uri)
     model.eval()
     cuda = device.type == "cuda"
-    autocast_dtype = None
-    if cuda:
+    autocast_dtype = _autocast_dtype(spec.precision, device)
+    channels_last = cuda if spec.channels_last is None else spec.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     n_classes = len(meta.class_names)
     settings = {
         "halo_px": spec.halo_px, "scales": list(spec.scales), "flips": spec.flips, "d4": spec.d4,
         "scale_weights": None if spec.scale_weights is None else list(spec.scale_weights),
-        "dtype": spec.probs_dtype,
+        "dtype": spec.probs_dtype, "precision": str(autocast_dtype),
     }
     run_key = hashlib.sha256(
         json.dumps({"tiles": attrs.get("run_key"), "model": meta.model_id, **settings}, sort_keys=True).encode()
@@ -325,7 +338,9 @@ def predict_tiles(
         for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * spec.batch_size), spec.batch_size):
             xb = torch.from_numpy(np.stack([it.x for it in batch]))
             if cuda:
-                xb = xb.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                xb = xb.pin_memory().to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             probs = fuse_predict(
                 model, xb, scales=spec.scales, flips=spec.flips, d4=spec.d4, scale_weights=spec.scale_weights,
                 stride=meta.stride, max_batch=spec.batch_size * 8, autocast_dtype=autocast_dtype,
@@ -354,18 +369,20 @@ def predict_array(
     x: np.ndarray,
     *,
     stride: int = 32,
+    edge_pad_px: int = 0,
     scales: Sequence[float] = (1.0,),
     flips: bool = False,
 ) -> np.ndarray:
     """Whole-image prediction of a small normalised array ``(C, H, W)`` -> probs ``(K, H, W)``.
 
-    Reference path for tests and seam evaluation (reflect-pads to the stride); not for scenes.
+    Reference path for tests and the seam evaluation, not for scenes: the image is
+    reflect-padded by ``edge_pad_px`` on every side (the edge policy of tiled prediction with
+    ``halo_px = edge_pad_px``), then to the stride, predicted in one pass and cropped.
     """
     H, W = x.shape[-2:]
-    pad = (0, align_up(H, stride) - H, 0, align_up(W, stride) - W)
+    e = edge_pad_px
+    pad = (e, align_up(H + 2 * e, stride) - H - e, e, align_up(W + 2 * e, stride) - W - e)
     xp = torch.from_numpy(np.ascontiguousarray(_pad(x.astype(np.float32), pad)))[None]
     with torch.inference_mode():
         p = fuse_predict(model, xp, scales=scales, flips=flips, stride=stride)
-    return p[0, :, :H, :W].numpy()
-
-
+    return p[0, :, e : e + H, e : e + W].numpy()
