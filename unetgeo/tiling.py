@@ -57,31 +57,36 @@ def chunk_stats(data: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
 
     Returns:
         ``{"n", "sum", "sumsq"}`` float64 per band, plus either exact value histograms
-        (``"hist"``: per band ``(values, counts)``, integer dtypes of ≤ 16 bits) or a quantile
-        sketch (``"sketch"``: per band ``(values, weights)``) for other dtypes.
+        (``"hist"``: per band ``(values, counts)``, integer dtypes of ≤ 16 bits, from which the
+        moments are derived exactly) or a quantile sketch (``"sketch"``: per band
+        ``(values, weights)``) for other dtypes.
     """
     nb = data.shape[0]
-    v = data[:, valid]  # (bands, n_valid)
-    n = np.full(nb, v.shape[1], dtype=np.float64)
-    vf = v.astype(np.float64)
-    out: dict[str, Any] = {"n": n, "sum": vf.sum(axis=1), "sumsq": np.square(vf).sum(axis=1)}
+    all_valid = bool(valid.all())
+    n_valid = int(valid.size if all_valid else valid.sum())
+    out: dict[str, Any] = {"n": np.full(nb, n_valid, dtype=np.float64)}
     if data.dtype.kind in "ui" and data.dtype.itemsize <= 2:
         offset = 0 if data.dtype.kind == "u" else 1 << (8 * data.dtype.itemsize - 1)
-        hists = []
+        hists, sums, sumsqs = [], [], []
         for b in range(nb):
-            counts = np.bincount((v[b].astype(np.int64) + offset), minlength=0)
+            band = data[b].ravel() if all_valid else data[b][valid]
+            counts = np.bincount(band if offset == 0 else band.astype(np.int32) + offset)
             nz = np.flatnonzero(counts)
-            hists.append(((nz - offset).astype(np.int64), counts[nz].astype(np.int64)))
-        out["hist"] = hists
-    else:
-        qs = (np.arange(_SKETCH_POINTS) + 0.5) / _SKETCH_POINTS  # each point stands for n/K values
-        sk = []
-        for b in range(nb):
-            if v.shape[1] == 0:
-                sk.append((np.zeros(0), np.zeros(0)))
-            else:
-                sk.append((np.quantile(vf[b], qs), np.full(_SKETCH_POINTS, v.shape[1] / _SKETCH_POINTS)))
-        out["sketch"] = sk
+            vals = (nz - offset).astype(np.int64)
+            cnt = counts[nz].astype(np.int64)
+            vf = vals.astype(np.float64)
+            sums.append(float(np.dot(vf, cnt)))
+            sumsqs.append(float(np.dot(vf * vf, cnt)))
+            hists.append((vals, cnt))
+        out.update(sum=np.array(sums), sumsq=np.array(sumsqs), hist=hists)
+        return out
+    v = (data.reshape(nb, -1) if all_valid else data[:, valid]).astype(np.float64)
+    out.update(sum=v.sum(axis=1), sumsq=np.square(v).sum(axis=1))
+    qs = (np.arange(_SKETCH_POINTS) + 0.5) / _SKETCH_POINTS  # each point stands for n/K values
+    out["sketch"] = [
+        (np.quantile(v[b], qs), np.full(_SKETCH_POINTS, n_valid / _SKETCH_POINTS)) if n_valid else (np.zeros(0), np.zeros(0))
+        for b in range(nb)
+    ]
     return out
 
 

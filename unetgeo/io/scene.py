@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -25,6 +26,10 @@ from unetgeo.grid import Grid, Window, check_north_up
 from unetgeo.io.uri import is_url, open_file
 
 log = logging.getLogger(__name__)
+
+# Windows are read once each, so GDAL's block cache (5 % of RAM by default) only grows memory with
+# scene size; a small fixed cache keeps peak memory flat. Users may still set GDAL_CACHEMAX.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
