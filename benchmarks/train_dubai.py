@@ -1,0 +1,79 @@
+"""Train the Dubai land-cover model (tiles 1-5) on the CPU and score it on tile 6.
+
+Real imagery nobody here made: aerial RGB with RGB-coded masks (see ../shared/data/README.md).
+Targets on tile 6 after <= 30 min on 2 CPU cores: mIoU >= 0.45 and water IoU >= 0.70.
+
+    python benchmarks/train_dubai.py [--out MODEL_DIR] [--minutes N] [--threads N] [--resume]
+
+Prints one line per class and a final verdict line; exit code 0 when both targets are met,
+1 otherwise (2 when the data folder is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_MIOU = 0.45
+TARGET_WATER_IOU = 0.70
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ROOT / "models" / "dubai_landcover"), help="model directory")
+    p.add_argument("--minutes", type=float, default=30.0, help="training time budget (default 30)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: all cores, or 1 when the machine is already busy; see unetgeo.train.train)")
+    p.add_argument("--config", default=str(ROOT / "configs" / "dubai_landcover.yaml"))
+    p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from unetgeo.config import load_config
+    from unetgeo.train import train
+
+    data = Path(os.environ.get("UNETGEO_SHARED_DATA", ROOT.parent / "shared" / "data")) / "dubai_landcover"
+    if not data.is_dir():
+        print(f"{data}: Dubai land-cover data not found; set UNETGEO_SHARED_DATA", file=sys.stderr)
+        return 2
+    cfg = load_config(a.config)
+    training = cfg.training.model_copy(update={"pairs": cfg.training.pairs.model_copy(update={"root": str(data)})})
+    if a.threads:
+        training = training.model_copy(update={"num_threads": a.threads})
+    cfg = load_config(a.config, training=training)
+    print(f"torch {torch.__version__}, {a.threads or 'auto'} threads, load average {os.getloadavg()[0]:.1f}, "
+          f"budget {a.minutes:.1f} min, model {cfg.model.arch}/{cfg.model.encoder} depth {cfg.model.encoder_depth}")
+    t0 = time.perf_counter()
+    res = train(cfg, a.out, progress=not a.quiet, resume=a.resume, max_seconds=a.minutes * 60)
+    wall = time.perf_counter() - t0
+    m = res.metrics
+    summary = json.loads((Path(a.out) / "model.json").read_text())["training_summary"]
+    print()
+    print(f"{'class':<12} {'IoU':>6} {'F1':>6} {'prec':>6} {'recall':>6}")
+    for name, v in m["per_class"].items():
+        f = lambda x: "   n/a" if x is None else f"{x:6.3f}"  # noqa: E731
+        print(f"{name:<12} {f(v['iou'])} {f(v['f1'])} {f(v['precision'])} {f(v['recall'])}")
+    water = m["per_class"].get("water", {}).get("iou") or 0.0
+    miou = m.get("miou") or 0.0
+    ok = miou >= TARGET_MIOU and water >= TARGET_WATER_IOU
+    sps = summary.get("seconds_per_step")
+    print(
+        f"tile 6: mIoU {miou:.3f} (target {TARGET_MIOU}), water IoU {water:.3f} (target {TARGET_WATER_IOU}), "
+        f"pixel accuracy {m.get('pixel_accuracy') or 0:.3f}; {summary['steps']} steps, "
+        f"{sps:.2f} s/step, best epoch {res.best_epoch}/{res.epochs_run}, wall {wall / 60:.1f} min -> "
+        + ("PASS" if ok else "BELOW TARGET")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

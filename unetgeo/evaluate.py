@@ -1,0 +1,213 @@
+"""Segmentation metrics from a streaming confusion matrix.
+
+The matrix is accumulated window by window (``update``), so scoring a 100k x 100k class raster
+never holds more than one window. Rows are the truth, columns the prediction:
+``cm[t, p]`` counts pixels of true class ``t`` predicted as ``p``. Pixels whose truth is the
+ignore index (255, nodata) or outside ``[0, n_classes)`` are skipped; predictions outside
+``[0, n_classes)`` (e.g. 255 where the prediction has nodata) are counted in ``n_unpredicted``
+and left out of the matrix.
+
+Per class ``c`` with ``TP = cm[c, c]``, ``FP = sum(cm[:, c]) - TP``, ``FN = sum(cm[c, :]) - TP``:
+``IoU = TP / (TP + FP + FN)``, ``precision = TP / (TP + FP)``, ``recall = TP / (TP + FN)``,
+``F1 = 2 TP / (2 TP + FP + FN)``; a class with an empty denominator scores NaN (absent from
+truth and prediction) and is left out of the mean IoU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from unetgeo.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(num.shape, np.nan, dtype=np.float64)
+    ok = den > 0
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def _clean(v: float) -> float | None:
+    """JSON-safe float: NaN becomes None."""
+    return None if (v is None or (isinstance(v, float) and math.isnan(v))) else float(v)
+
+
+class ConfusionMatrix:
+    """Streaming ``(n_classes, n_classes)`` int64 confusion matrix (rows truth, columns prediction).
+
+    Args:
+        n_classes: number of classes (ids ``0 .. n_classes-1``).
+        ignore_index: truth value that is skipped (nodata); 255 by default.
+    """
+
+    def __init__(self, n_classes: int, ignore_index: int = 255):
+        if n_classes < 1:
+            raise InputError(f"n_classes={n_classes} must be >= 1")
+        self.n_classes = int(n_classes)
+        self.ignore_index = int(ignore_index)
+        self.matrix = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+        self.n_unpredicted = 0
+
+    def update(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> ConfusionMatrix:
+        """Add one window.
+
+        Args:
+            pred: predicted class ids, any int dtype, any shape.
+            truth: true class ids, same shape; ``ignore_index`` pixels are skipped.
+            valid: optional bool mask of the same shape; False pixels are skipped.
+
+        Returns:
+            ``self`` (for chaining).
+        """
+        pred = np.asarray(pred)
+        truth = np.asarray(truth)
+        if pred.shape != truth.shape:
+            raise InputError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+        t = truth.ravel().astype(np.int64)
+        p = pred.ravel().astype(np.int64)
+        keep = (t != self.ignore_index) & (t >= 0) & (t < self.n_classes)
+        if valid is not None:
+            keep &= np.asarray(valid, dtype=bool).ravel()
+        in_range = (p >= 0) & (p < self.n_classes)
+        self.n_unpredicted += int(np.count_nonzero(keep & ~in_range))
+        keep &= in_range
+        idx = t[keep] * self.n_classes + p[keep]
+        self.matrix += np.bincount(idx, minlength=self.n_classes**2).reshape(self.n_classes, self.n_classes)
+        return self
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add another matrix of the same size (e.g. from another worker)."""
+        if other.n_classes != self.n_classes:
+            raise InputError(f"cannot merge a {other.n_classes}-class matrix into a {self.n_classes}-class one")
+        self.matrix += other.matrix
+        self.n_unpredicted += other.n_unpredicted
+        return self
+
+    # -- per-class scores --------------------------------------------------------------------
+    @property
+    def tp(self) -> np.ndarray:
+        return np.diag(self.matrix).astype(np.float64)
+
+    @property
+    def fp(self) -> np.ndarray:
+        return self.matrix.sum(axis=0) - self.tp
+
+    @property
+    def fn(self) -> np.ndarray:
+        return self.matrix.sum(axis=1) - self.tp
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU, float64 ``(n_classes,)``, NaN where the class is absent everywhere."""
+        return _div(self.tp, self.tp + self.fp + self.fn)
+
+    def f1(self) -> np.ndarray:
+        """Per-class F1 (Dice), float64 ``(n_classes,)``."""
+        return _div(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    def precision(self) -> np.ndarray:
+        """Per-class precision ``TP / (TP + FP)``, NaN when the class was never predicted."""
+        return _div(self.tp, self.tp + self.fp)
+
+    def recall(self) -> np.ndarray:
+        """Per-class recall ``TP / (TP + FN)``, NaN when the class is absent from the truth."""
+        return _div(self.tp, self.tp + self.fn)
+
+    def accuracy(self) -> float:
+        """Pixel accuracy over counted pixels (NaN if none)."""
+        total = self.matrix.sum()
+        return float(self.tp.sum() / total) if total else float("nan")
+
+    def miou(self) -> float:
+        """Mean IoU over classes present in truth or prediction (NaN if none)."""
+        v = self.iou()
+        v = v[~np.isnan(v)]
+        return float(v.mean()) if v.size else float("nan")
+
+    @property
+    def n_pixels(self) -> int:
+        """Pixels counted in the matrix."""
+        return int(self.matrix.sum())
+
+    def as_dict(self, class_names: Sequence[str] | None = None) -> dict:
+        """JSON-able summary (NaN written as null).
+
+        Returns:
+            ``{"miou", "pixel_accuracy", "n_pixels", "n_unpredicted", "per_class": {name: {iou, f1,
+            precision, recall, support}}, "confusion_matrix": [[...]] (rows truth), "class_names"}``
+            plus the shortcuts ``"iou": {name: IoU}``, ``"f1": {name: F1}`` and ``"accuracy"``
+            (= ``pixel_accuracy``).
+        """
+        names = list(class_names) if class_names is not None else [str(i) for i in range(self.n_classes)]
+        if len(names) != self.n_classes:
+            raise InputError(f"{len(names)} class names given for a {self.n_classes}-class matrix: {names}")
+        iou, f1, pr, rc = self.iou(), self.f1(), self.precision(), self.recall()
+        support = self.matrix.sum(axis=1)
+        return {
+            "miou": _clean(self.miou()),
+            "pixel_accuracy": _clean(self.accuracy()),
+            "accuracy": _clean(self.accuracy()),
+            "iou": {n: _clean(float(iou[i])) for i, n in enumerate(names)},
+            "f1": {n: _clean(float(f1[i])) for i, n in enumerate(names)},
+            "n_pixels": self.n_pixels,
+            "n_unpredicted": int(self.n_unpredicted),
+            "per_class": {
+                n: {
+                    "iou": _clean(float(iou[i])),
+                    "f1": _clean(float(f1[i])),
+                    "precision": _clean(float(pr[i])),
+                    "recall": _clean(float(rc[i])),
+                    "support": int(support[i]),
+                }
+                for i, n in enumerate(names)
+            },
+            "confusion_matrix": self.matrix.tolist(),
+            "class_names": names,
+        }
+
+
+def score_rasters(
+    pred_uri: str,
+    truth_uri: str,
+    n_classes: int,
+    *,
+    class_names: Sequence[str] | None = None,
+    window_px: int = 1024,
+    ignore_index: int = 255,
+) -> dict:
+    """Score a class raster against a truth raster on the same grid, window by window.
+
+    Args:
+        pred_uri: predicted class ids (e.g. ``classes.tif``, uint8, nodata 255).
+        truth_uri: true class ids on the same grid; its nodata / ``ignore_index`` pixels are skipped.
+        n_classes: number of classes.
+        class_names: names for the per-class entries (``"0".."n-1"`` when omitted).
+        window_px: side of the windows read at a time.
+
+    Returns:
+        :meth:`ConfusionMatrix.as_dict` of the whole raster.
+
+    Raises:
+        GridMismatchError: the rasters are not on the same grid.
+        SceneReadError: a raster cannot be read.
+    """
+    from unetgeo.grid import iter_tile_windows, same_grid
+    from unetgeo.io.scene import SceneReader, crs_equal, open_scene
+
+    pi = open_scene(pred_uri, need_crs=False)
+    ti = open_scene(truth_uri, need_crs=False)
+    same_grid(ti.grid, pi.grid, truth_uri, pred_uri, crs_equal=crs_equal)
+    cm = ConfusionMatrix(n_classes, ignore_index=ignore_index)
+    with SceneReader(pred_uri) as pr, SceneReader(truth_uri) as tr:
+        for win in iter_tile_windows(ti.grid.height, ti.grid.width, window_px):
+            p, p_valid = pr.read(win, bands=[1])
+            t, t_valid = tr.read(win, bands=[1])
+            pred = np.where(p_valid, p[0], 255)
+            cm.update(pred, t[0], valid=t_valid)
+    log.info("scored %s against %s: mIoU %.4f over %d px", pred_uri, truth_uri, cm.miou(), cm.n_pixels)
+    return cm.as_dict(class_names)

@@ -1,0 +1,336 @@
+"""Segmentation networks, model bundles and input normalisation.
+
+A model bundle (``MODEL_DIR``) is ``model.safetensors`` (weights) plus ``model.json`` (meta)::
+
+    {"arch", "encoder", "encoder_depth", "decoder_channels", "in_bands": [names in order],
+     "norm": {"mean": [...], "std": [...]}, "classes": [{"name", "color"}], "tile_px",
+     "stride": 2**encoder_depth, "metrics", "training", "unetgeo_version", "model_id"}
+
+Networks come from segmentation-models-pytorch with random initialisation; an encoder is only
+ever initialised from a local file (``ModelSpec.encoder_weights``), never downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from unetgeo.config import ModelSpec
+from unetgeo.errors import BandMismatchError, ConfigError, ModelBundleError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_META = ("arch", "encoder", "encoder_depth", "in_bands", "norm", "classes", "tile_px")
+
+
+def build_model(spec: ModelSpec, in_channels: int, n_classes: int):
+    """Build a segmentation network ``(B, in_channels, H, W) -> logits (B, n_classes, H, W)``.
+
+    ``H`` and ``W`` must be multiples of ``2**spec.encoder_depth``.
+
+    Args:
+        spec: architecture, encoder, depth, decoder widths, optional local encoder weights.
+        in_channels: number of input bands.
+        n_classes: number of output classes.
+
+    Raises:
+        ConfigError: unknown architecture/encoder, decoder widths that do not fit the depth, or an
+            unreadable encoder-weights file.
+    """
+    import segmentation_models_pytorch as smp
+
+    kwargs: dict[str, Any] = {"encoder_depth": spec.encoder_depth}
+    if spec.decoder_channels is not None:
+        if spec.arch.lower() in ("unet", "unetplusplus", "manet") and len(spec.decoder_channels) != spec.encoder_depth:
+            raise ConfigError(
+                f"model.decoder_channels={list(spec.decoder_channels)} has {len(spec.decoder_channels)} widths but "
+                f"encoder_depth={spec.encoder_depth}; give one width per encoder stage, e.g. "
+                f"{[2 ** (8 - i) for i in range(spec.encoder_depth)]}"
+            )
+        kwargs["decoder_channels"] = tuple(spec.decoder_channels)
+    try:
+        model = smp.create_model(
+            spec.arch,
+            encoder_name=spec.encoder,
+            encoder_weights=None,
+            in_channels=int(in_channels),
+            classes=int(n_classes),
+            **kwargs,
+        )
+    except KeyError as e:
+        raise ConfigError(f"model: {' '.join(str(e).split())}") from e
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: arch={spec.arch!r} encoder={spec.encoder!r} cannot be built ({e})") from e
+    _drop_unused_stages(model, spec.encoder_depth)
+    if spec.encoder_weights:
+        load_encoder_weights(model, spec.encoder_weights, in_channels)
+    return model
+
+
+def _drop_unused_stages(model, encoder_depth: int) -> None:
+    """Remove ResNet stages a shallow encoder never runs (``layer{k}`` for ``k >= depth``).
+
+    smp keeps ``layer4`` in a depth-4 ResNet encoder although ``forward`` skips it: 8.4 M dead
+    parameters in resnet18 (75 % of the bundle). Both training and :func:`load_bundle` build
+    through here, so saved and loaded state dicts agree.
+    """
+    import torch.nn as nn
+
+    enc = getattr(model, "encoder", None)
+    if enc is None or type(enc).__name__ != "ResNetEncoder":
+        return
+    for k in range(max(encoder_depth, 1), 5):
+        if isinstance(getattr(enc, f"layer{k}", None), nn.Module):
+            setattr(enc, f"layer{k}", nn.Identity())
+
+
+def load_encoder_weights(model, path: str, in_channels: int) -> None:
+    """Load a local encoder state_dict into ``model.encoder``.
+
+    Keys may carry an ``encoder.`` prefix (a whole smp model) or none (a bare backbone); a
+    classification head (``fc.*``) is dropped. A first convolution trained on 3 bands is adapted
+    to ``in_channels`` the way smp does it (channels cycled, scaled by ``3 / in_channels``).
+
+    Raises:
+        ConfigError: the file is unreadable or none of its tensors fit the encoder.
+    """
+    import torch
+
+    from unetgeo.io.bundle import read_weights_file
+
+    sd = read_weights_file(path)
+    if any(k.startswith("encoder.") for k in sd):
+        sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    target = model.encoder.state_dict()
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        if k not in target:
+            continue
+        want = target[k]
+        if v.shape == want.shape:
+            out[k] = v
+        elif v.ndim == 4 and want.ndim == 4 and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]:
+            src = v.shape[1]
+            new = torch.empty_like(want)
+            for i in range(want.shape[1]):
+                new[:, i] = v[:, i % src]
+            out[k] = new * (src / want.shape[1])
+    if not out:
+        raise ConfigError(
+            f"encoder_weights={path!r}: none of its {len(sd)} tensors fit encoder {type(model.encoder).__name__}; "
+            "give weights of the same encoder (model.encoder)"
+        )
+    missing = [k for k in target if k not in out and not k.endswith("num_batches_tracked")]
+    model.encoder.load_state_dict({**target, **out}, strict=True)
+    log.info("loaded %d encoder tensors from %s (%d left at random init)", len(out), path, len(missing))
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Read-only view of ``model.json``.
+
+    Attributes:
+        in_bands: band names in the order the model expects them.
+        mean, std: per-band normalisation, in ``in_bands`` order (scene units).
+        class_names, class_colors: class names and ``'#rrggbb'`` colours in id order.
+        stride: input height/width must be multiples of this (``2**encoder_depth``).
+        tile_px: tile size used in training.
+        model_id: identifier recorded in outputs.
+        raw: the whole ``model.json`` dict.
+    """
+
+    arch: str
+    encoder: str
+    encoder_depth: int
+    decoder_channels: tuple[int, ...] | None
+    in_bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    class_colors: tuple[str, ...]
+    stride: int
+    tile_px: int
+    model_id: str
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The :class:`ModelSpec` that rebuilds this network (without encoder weights)."""
+        return ModelSpec(
+            arch=self.arch,
+            encoder=self.encoder,
+            encoder_depth=self.encoder_depth,
+            decoder_channels=self.decoder_channels,
+        )
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any], where: str = "model.json") -> ModelMeta:
+        """Validate a ``model.json`` dict.
+
+        Raises:
+            ModelBundleError: a key is missing or inconsistent (names the key and ``where``).
+        """
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise ModelBundleError(f"{where}: model.json lacks {missing}; re-export the model with `unetgeo train`")
+        try:
+            bands = tuple(str(b) for b in meta["in_bands"])
+            mean = tuple(float(v) for v in meta["norm"]["mean"])
+            std = tuple(float(v) for v in meta["norm"]["std"])
+            names = tuple(str(c["name"]) for c in meta["classes"])
+            colors = tuple(str(c.get("color", "#808080")) for c in meta["classes"])
+            depth = int(meta["encoder_depth"])
+            dec = meta.get("decoder_channels")
+            dec_t = tuple(int(v) for v in dec) if dec else None
+            stride = int(meta.get("stride", 2**depth))
+            tile_px = int(meta["tile_px"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise ModelBundleError(f"{where}: malformed model.json ({type(e).__name__}: {e}); re-export the model") from e
+        if not (len(bands) == len(mean) == len(std)):
+            raise ModelBundleError(
+                f"{where}: in_bands has {len(bands)} names but norm has {len(mean)} means and {len(std)} stds"
+            )
+        if any(s <= 0 for s in std):
+            raise ModelBundleError(f"{where}: norm.std must be > 0 for every band, got {list(std)}")
+        if len(names) < 2:
+            raise ModelBundleError(f"{where}: needs at least 2 classes, got {list(names)}")
+        return cls(
+            arch=str(meta["arch"]),
+            encoder=str(meta["encoder"]),
+            encoder_depth=depth,
+            decoder_channels=dec_t,
+            in_bands=bands,
+            mean=mean,
+            std=std,
+            class_names=names,
+            class_colors=colors,
+            stride=stride,
+            tile_px=tile_px,
+            model_id=str(meta.get("model_id", "")),
+            raw=dict(meta),
+        )
+
+
+def save_bundle(model_dir: str, model, meta: dict) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``model_dir`` (atomic per file).
+
+    Missing ``stride``, ``unetgeo_version`` and ``model_id`` are filled in (``model_id`` =
+    ``<name>-<first 12 hex of the weights' sha256>``, ``name`` from ``meta['name']`` or
+    ``training.name``, else ``"model"``).
+
+    Args:
+        model_dir: output folder (path or URL).
+        model: the network (its ``state_dict`` is saved).
+        meta: model.json content; must hold the keys of :data:`REQUIRED_META`.
+
+    Raises:
+        ModelBundleError: ``meta`` is incomplete.
+    """
+    from unetgeo import __version__
+    from unetgeo.io.bundle import weights_digest, write_bundle_files
+
+    meta = dict(meta)
+    meta.setdefault("stride", 2 ** int(meta.get("encoder_depth", 5)))
+    meta.setdefault("unetgeo_version", __version__)
+    state = model.state_dict()
+    if not meta.get("model_id"):
+        training = meta.get("training") or {}
+        name = meta.get("name") or (training.get("name") if isinstance(training, dict) else None) or "model"
+        meta["model_id"] = f"{name}-{weights_digest(state)[:12]}"
+    ModelMeta.from_dict(meta, where=str(model_dir))
+    write_bundle_files(str(model_dir), state, meta)
+
+
+def load_bundle(model_dir: str, device: str = "cpu"):
+    """Load a model bundle: ``(network in eval mode on device, ModelMeta)``.
+
+    Raises:
+        ModelBundleError: a file is missing, unreadable, or the weights do not fit the
+            architecture in ``model.json`` (names the directory and the file).
+    """
+    from unetgeo.io.bundle import WEIGHTS_NAME, read_meta, read_weights
+
+    meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
+    state = read_weights(model_dir)
+    try:
+        model = build_model(meta.spec, len(meta.in_bands), meta.n_classes)
+    except ConfigError as e:
+        raise ModelBundleError(f"{model_dir}/model.json: {e}") from e
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:300]
+        raise ModelBundleError(
+            f"{model_dir}/{WEIGHTS_NAME}: weights do not fit {meta.arch}/{meta.encoder} depth {meta.encoder_depth} "
+            f"with {len(meta.in_bands)} bands and {meta.n_classes} classes ({first}); the two files come from different models"
+        ) from e
+    model.eval()
+    return model.to(device), meta
+
+
+_GENERIC = "b{}"
+
+
+def check_bands(meta: ModelMeta, scene_band_names: Sequence[str], scene_uri: str) -> None:
+    """Refuse a scene whose bands differ from the model's.
+
+    Names are compared case-insensitively and in order. A scene without band descriptions
+    (names ``b1..bN``) with the model's band count is accepted with a warning (its band order
+    is assumed to be the model's).
+
+    Raises:
+        BandMismatchError: naming the scene's and the model's band lists.
+    """
+    scene = [str(b) for b in scene_band_names]
+    model = list(meta.in_bands)
+    if [b.lower() for b in scene] == [b.lower() for b in model]:
+        return
+    generic = [_GENERIC.format(i + 1) for i in range(len(scene))]
+    if scene == generic and len(scene) == len(model):
+        log.warning("%s has no band names; assuming its %d bands are the model's %s in order", scene_uri, len(scene), model)
+        return
+    if len(scene) != len(model):
+        why = f"it has {len(scene)} bands, the model needs {len(model)}"
+    elif sorted(b.lower() for b in scene) == sorted(b.lower() for b in model):
+        why = "same bands in another order"
+    else:
+        why = "different band names"
+    raise BandMismatchError(
+        f"{scene_uri}: scene bands {scene} do not match the bands {model} of model "
+        f"{meta.model_id or '?'} ({why}); give the scene's band names in the model's order "
+        "(or reorder/select bands with gdal_translate -b), or use a model trained on these bands"
+    )
+
+
+def normalise(x: np.ndarray, meta, valid: np.ndarray | None = None) -> np.ndarray:
+    """Normalise a window per band: ``(x - mean) / std``, float32.
+
+    Args:
+        x: ``(bands, h, w)`` in scene units, any numeric dtype, bands in ``meta.in_bands`` order.
+        meta: anything with per-band ``mean`` and ``std`` sequences (a :class:`ModelMeta`).
+        valid: optional ``(h, w)`` bool; False pixels become 0 (the normalised mean).
+
+    Returns:
+        float32 ``(bands, h, w)``; non-finite inputs and invalid pixels are 0.
+    """
+    mean = np.asarray(meta.mean, dtype=np.float32)
+    std = np.asarray(meta.std, dtype=np.float32)
+    if x.shape[0] != mean.shape[0]:
+        raise BandMismatchError(f"window has {x.shape[0]} bands but the normalisation has {mean.shape[0]}")
+    out = x.astype(np.float32, copy=True)
+    out -= mean[:, None, None]
+    out /= std[:, None, None]
+    bad = ~np.isfinite(out)
+    if valid is not None:
+        bad |= ~np.asarray(valid, dtype=bool)[None]
+    if bad.any():
+        out[bad] = 0.0
+    return out
