@@ -211,3 +211,146 @@ def score_rasters(
             cm.update(pred, t[0], valid=t_valid)
     log.info("scored %s against %s: mIoU %.4f over %d px", pred_uri, truth_uri, cm.miou(), cm.n_pixels)
     return cm.as_dict(class_names)
+
+
+def _score_stores(probs_uri: str, labels_uri: str, valid_uri: str, cm: ConfusionMatrix) -> None:
+    """Accumulate argmax(probs) against labels over valid pixels, chunk by chunk."""
+    from unetgeo.grid import iter_tile_windows
+    from unetgeo.io.store import check_same_grid, open_store, read_window
+
+    probs, labels, valid = open_store(probs_uri), open_store(labels_uri), open_store(valid_uri)
+    check_same_grid(probs, labels, probs_uri, labels_uri)
+    t = int(probs.chunks[-1])
+    for win in iter_tile_windows(probs.shape[-2], probs.shape[-1], t):
+        pred = read_window(probs, win).argmax(axis=0).astype(np.uint8)
+        cm.update(pred, read_window(labels, win), read_window(valid, win).astype(bool))
+
+
+def evaluate_model(
+    model_dir: str,
+    *,
+    scene: str | None = None,
+    labels: str | None = None,
+    images: str | None = None,
+    masks: str | None = None,
+    inference=None,
+    work_dir: str | None = None,
+    class_attribute: str | None = None,
+    class_map: dict[str, int] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score a model on labelled data through the full inference path (tiles, halo, fusion).
+
+    Either ``scene`` + ``labels`` (a label raster on the scene grid, or a vector file rasterised
+    onto it), or ``images`` + ``masks`` (folders of image / RGB-coded mask pairs matched by file
+    stem; mask colours from the model's classes, ``rgb``). Every image goes through
+    :func:`unetgeo.tiling.make_tiles` (pairs: written to a pixel-grid store) and
+    :func:`unetgeo.infer.predict_tiles` exactly as ``unetgeo predict`` runs them.
+
+    Returns:
+        :meth:`ConfusionMatrix.as_dict` plus ``images`` (how many were scored).
+
+    Raises:
+        LabelError: the labels cannot be read or aligned; InputError for a wrong combination.
+    """
+    import tempfile
+
+    from unetgeo.errors import InputError
+    from unetgeo.io.bundle import read_meta
+    from unetgeo.io.uri import remove
+    from unetgeo.model import ModelMeta
+
+    meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
+    cm = ConfusionMatrix(meta.n_classes)
+    tmp = None
+    if work_dir is None:
+        tmp = tempfile.mkdtemp(prefix="unetgeo-eval-")
+        work_dir = tmp
+    try:
+        if scene and labels:
+            _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress)
+            n = 1
+        elif images and masks:
+            n = _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress)
+        else:
+            raise InputError("evaluate needs --scene with --labels, or --images with --masks")
+    finally:
+        if tmp is not None:
+            remove(tmp)
+    out = cm.as_dict(meta.class_names)
+    out["images"] = n
+    out["model_id"] = meta.model_id
+    return out
+
+
+def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress) -> None:
+    import hashlib
+
+    from unetgeo.infer import predict_tiles
+    from unetgeo.io.labels import is_vector_file, write_raster_label_store, write_vector_label_store
+    from unetgeo.io.uri import join
+    from unetgeo.tiling import make_tiles
+
+    tr = make_tiles(scene, join(work_dir, "tiles.zarr"), tile_px=meta.tile_px, progress=progress)
+    key = hashlib.sha256(f"{labels}|{class_attribute}|{class_map}|{tr.tiles_uri}".encode()).hexdigest()[:16]
+    lab_uri = join(work_dir, "labels.zarr")
+    if is_vector_file(labels):
+        write_vector_label_store(labels, tr.grid, lab_uri, tile_px=meta.tile_px, n_classes=meta.n_classes,
+                                 class_attribute=class_attribute, class_map=class_map,
+                                 class_names=meta.class_names, run_key=key, image_uri=scene)
+    else:
+        write_raster_label_store(labels, tr.grid, lab_uri, tile_px=meta.tile_px, n_classes=meta.n_classes,
+                                 class_map=class_map, run_key=key, image_uri=scene)
+    pr = predict_tiles(tr.tiles_uri, model_dir, join(work_dir, "probs.zarr"), valid_uri=tr.valid_uri,
+                       inference=inference, progress=progress)
+    _score_stores(pr.probs_uri, lab_uri, tr.valid_uri, cm)
+
+
+def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress) -> int:
+    import os
+
+    from unetgeo.errors import LabelError
+    from unetgeo.grid import Grid, iter_tile_windows
+    from unetgeo.infer import predict_tiles
+    from unetgeo.io.labels import read_pair
+    from unetgeo.io.store import ChunkedStoreWriter
+    from unetgeo.io.uri import join, local_path, remove
+
+    classes = meta.raw.get("classes", [])
+    class_rgb = [tuple(c["rgb"]) if c.get("rgb") else None for c in classes]
+    if not any(class_rgb):
+        raise LabelError(f"{model_dir}/model.json: classes carry no mask colours (rgb), so RGB masks cannot be decoded")
+    pairs_cfg = (meta.raw.get("training") or {}).get("training", {}).get("pairs") or {}
+    ignore_rgb = [tuple(c) for c in pairs_cfg.get("ignore_rgb", [])]
+    img_dir, mask_dir = local_path(images), local_path(masks)
+    mask_by_stem = {p.stem: p for p in mask_dir.iterdir() if p.is_file()} if mask_dir.is_dir() else {}
+    imgs = sorted(p for p in img_dir.iterdir() if p.is_file()) if img_dir.is_dir() else []
+    if not imgs:
+        raise LabelError(f"{images}: no image files found")
+    n = 0
+    for img in imgs:
+        mask = mask_by_stem.get(img.stem)
+        if mask is None:
+            raise LabelError(f"{img}: no mask with the same name in {masks}")
+        arr, lab = read_pair(str(img), str(mask), class_rgb, ignore_rgb, len(meta.in_bands))
+        h, w = lab.shape
+        grid = Grid(crs_wkt="", transform=(1.0, 0.0, 0.0, 0.0, -1.0, float(h)), height=h, width=w)
+        t = meta.tile_px
+        run = join(work_dir, f"pair_{n}")
+        stores = {}
+        for name, data, dtype, fill in (("tiles", arr, arr.dtype, 0), ("valid", np.ones((h, w), bool), bool, False),
+                                        ("labels", lab, np.uint8, 255)):
+            attrs = {**grid.to_attrs(), "band_names": list(meta.in_bands), "source": {"uri": str(img)}}
+            wr = ChunkedStoreWriter(join(run, f"{name}.zarr"), shape=data.shape, chunk_px=t, dtype=dtype,
+                                    fill_value=fill, attrs=attrs, run_key=f"{img}:{os.path.getmtime(img)}")
+            for win in iter_tile_windows(h, w, t):
+                wr.write(win, data[(..., *win.slices)])
+            stores[name] = wr.publish({})
+        pr = predict_tiles(stores["tiles"], model_dir, join(run, "probs.zarr"), valid_uri=stores["valid"],
+                           inference=inference, progress=False)
+        _score_stores(pr.probs_uri, stores["labels"], stores["valid"], cm)
+        remove(run)
+        n += 1
+        if progress:
+            print(f"scored {img.name}: running mIoU {cm.miou():.3f}")
+    return n

@@ -1169,7 +1169,9 @@ def _train(
         "decoder_channels": list(config.model.decoder_channels) if config.model.decoder_channels else None,
         "in_bands": list(config.bands),
         "norm": {"mean": list(norm.mean), "std": list(norm.std)},
-        "classes": [{"name": c.name, "color": c.color} for c in config.classes],
+        "classes": [
+            {"name": c.name, "color": c.color, **({"rgb": list(c.rgb)} if c.rgb else {})} for c in config.classes
+        ],
         "tile_px": config.tiling.tile_px,
         "stride": stride,
         "metrics": best["metrics"],
