@@ -190,3 +190,16 @@ def test_cuda_prediction_matches_cpu(tmp_path: Path) -> None:
     gpu = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "gpu.zarr"), inference=InferenceSpec(device="cuda"))
     a, b = open_store(cpu.probs_uri)[:].astype(np.float32), open_store(gpu.probs_uri)[:].astype(np.float32)
     assert (a.argmax(0) == b.argmax(0)).mean() > 0.98
+
+
+def test_workers_share_chunks_and_match_one_process(tmp_path: Path) -> None:
+    """The multi-GPU path (one Dask worker process per device), run with two CPU workers."""
+    scene = _scene(tmp_path / "s.tif", 192)
+    model_dir = _bundle(tmp_path / "model")
+    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
+    one = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "one.zarr"), inference=InferenceSpec(halo_px=16))
+    two = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "two.zarr"),
+                        inference=InferenceSpec(halo_px=16, workers=2))
+    assert two.n_written == 9 and "2 Dask workers" in two.device
+    np.testing.assert_allclose(open_store(two.probs_uri)[:].astype(np.float32),
+                               open_store(one.probs_uri)[:].astype(np.float32), atol=2e-3)

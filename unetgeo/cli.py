@@ -59,12 +59,14 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="context in pixels read around each chunk and cropped away (default 64)")
     g.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4)")
     g.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda, cuda:1 …")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Dask worker processes sharing the chunks (default: one per GPU, 1 on CPU)")
     g.add_argument("--tile-size", type=int, default=None, dest="tile_px", metavar="PX",
                    help="chunk side of the Zarr tiles in pixels (default 512)")
 
 
 def _inference_from(args: argparse.Namespace, config):
-    upd = {k: getattr(args, k) for k in ("scales", "flips", "d4", "halo_px", "batch_size", "device")
+    upd = {k: getattr(args, k) for k in ("scales", "flips", "d4", "halo_px", "batch_size", "device", "workers")
            if getattr(args, k, None) is not None}
     return config.inference.model_copy(update=upd) if upd else config.inference
 
@@ -253,7 +255,7 @@ def _cmd_run(a: argparse.Namespace, progress: bool) -> int:
         scene=a.scene, model=a.model, out=a.out, reference=a.reference, truth=a.truth, config=a.config,
         dask_address=a.dask_address, scales=list(a.scales) if a.scales else None, flips=a.flips, device=a.device,
     )
-    print(json.dumps({k: summary[k] for k in ("area_km2", "flooded_km2", "iou", "timings") if k in summary}, indent=1))
+    print(json.dumps({k: summary[k] for k in ("area_km2", "flooded_km2", "iou", "miou", "timings_s") if k in summary}, indent=1))
     print(f"outputs in {a.out}")
     return 0
 

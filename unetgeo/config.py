@@ -137,6 +137,13 @@ class InferenceSpec(_Frozen):
         default="auto", description="autocast dtype; auto = bf16 (or fp16) on CUDA, fp32 on CPU"
     )
     channels_last: bool | None = Field(default=None, description="NHWC memory layout; None = on CUDA only")
+    workers: int | None = Field(
+        default=None, ge=1, description="Dask worker processes sharing the chunks; None = one per CUDA device (1 on CPU)"
+    )
+    max_forward_batch: int | None = Field(
+        default=None, ge=1,
+        description="most images in one forward pass; None = batch_size x symmetries (all flips of a batch together)",
+    )
 
     @model_validator(mode="after")
     def _weights_match(self) -> InferenceSpec:

@@ -71,7 +71,7 @@ def run_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: bool
         ("data generation", f"{t_data:.1f} s"),
         ("training", f"{t_train:.1f} s"),
     ]
-    rows += [(f"stage {k}", f"{v:.1f} s") for k, v in (summary.get("timings") or {}).items()]
+    rows += [(f"stage {k}", f"{v:.1f} s") for k, v in (summary.get("timings_s") or {}).items()]
     rows.append(("total", f"{total:.1f} s"))
     width = max(len(r[0]) for r in rows)
     print()

@@ -176,10 +176,10 @@ class _Item:
 
 
 def _pad(a: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
-    t, b, l, r = pad
+    top, bottom, left, right = pad
     if not any(pad):
         return a
-    widths = [(0, 0)] * (a.ndim - 2) + [(t, b), (l, r)]
+    widths = [(0, 0)] * (a.ndim - 2) + [(top, bottom), (left, right)]
     mode = "reflect" if min(a.shape[-2:]) > 1 else "edge"
     return np.pad(a, widths, mode=mode)
 
@@ -260,6 +260,7 @@ def predict_tiles(
     valid_uri: str | None = None,
     inference: InferenceSpec | None = None,
     progress: bool = False,
+    dask_address: str | None = None,
 ) -> PredictResult:
     """Predict class probabilities for every chunk of ``tiles_uri`` into ``out_uri``.
 
@@ -268,15 +269,23 @@ def predict_tiles(
         model_dir: model bundle (``model.safetensors`` + ``model.json``).
         out_uri: ``probs.zarr`` to write: ``(class, y, x)`` float16, chunk-aligned with the tiles.
         valid_uri: valid mask store (default: ``valid.zarr`` beside ``tiles_uri``).
-        inference: halo, scales, flips, batch size, device (defaults of :class:`InferenceSpec`).
+        inference: halo, scales, flips, batch size, device, workers (defaults of :class:`InferenceSpec`).
         progress: show a progress bar.
+        dask_address: scheduler of a running Dask cluster whose workers share the chunks
+            (with ``inference.workers``); by default several workers run on a local cluster.
+
+    With one worker (the default on a CPU or a single GPU) the chunks are predicted in this
+    process. With ``workers > 1`` (default: one per CUDA device) the chunks are dealt out to that
+    many Dask worker processes, worker ``i`` on ``cuda:i`` (or the CPU), all writing the same
+    resumable store; this process publishes it when every chunk is done.
 
     Raises:
         BandMismatchError: the scene's bands differ from the model's (both lists named).
         GridMismatchError: tiles and valid mask are not on one grid.
     """
-    from unetgeo.model import check_bands, load_bundle
-    from unetgeo.tiling import _progress, _sibling
+    from unetgeo.io.bundle import read_meta
+    from unetgeo.model import ModelMeta, check_bands
+    from unetgeo.tiling import _sibling
 
     spec = inference or InferenceSpec()
     t0 = time.perf_counter()
@@ -288,27 +297,19 @@ def predict_tiles(
     grid = Grid.from_attrs(attrs)
     tile_px = int(tiles.chunks[-1])
     device = resolve_device(spec.device)
-    model, meta = load_bundle(model_dir, device=str(device))
+    meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
     check_bands(meta, list(attrs["band_names"]), tiles_uri)
-    model.eval()
-    cuda = device.type == "cuda"
-    autocast_dtype = _autocast_dtype(spec.precision, device)
-    channels_last = cuda if spec.channels_last is None else spec.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    n_classes = len(meta.class_names)
     settings = {
         "halo_px": spec.halo_px, "scales": list(spec.scales), "flips": spec.flips, "d4": spec.d4,
         "scale_weights": None if spec.scale_weights is None else list(spec.scale_weights),
-        "dtype": spec.probs_dtype, "precision": str(autocast_dtype),
+        "dtype": spec.probs_dtype, "precision": str(_autocast_dtype(spec.precision, device)),
     }
     run_key = hashlib.sha256(
         json.dumps({"tiles": attrs.get("run_key"), "model": meta.model_id, **settings}, sort_keys=True).encode()
     ).hexdigest()[:16]
     out = ChunkedStoreWriter(
         out_uri,
-        shape=(n_classes, grid.height, grid.width),
+        shape=(meta.n_classes, grid.height, grid.width),
         chunk_px=tile_px,
         dtype=spec.probs_dtype,
         fill_value=0,
@@ -330,20 +331,121 @@ def predict_tiles(
     if not todo:
         out.publish({})
         return PredictResult(out_uri, total, 0, time.perf_counter() - t0, 0.0, str(device))
-    halos = (halo_window(w, spec.halo_px, grid.height, grid.width, meta.stride) for w in todo)
-    bar = _progress(progress, len(todo), "predict")
+    n_workers = _n_workers(spec, device)
+    if n_workers <= 1:
+        mpx = predict_windows(tiles_uri, valid_uri, model_dir, out, todo, spec, str(device), progress=progress)
+        where = str(device)
+    else:
+        mpx, where = _predict_on_workers(tiles_uri, valid_uri, model_dir, out, todo, spec, device, n_workers,
+                                         dask_address, progress)
+    out.publish({})
+    seconds = time.perf_counter() - t0
+    log.info(
+        "predict: %s -> %s: %d chunks on %s, scales %s, flips %s, d4 %s, %.2f Mpx in %.1f s",
+        tiles_uri, out_uri, len(todo), where, list(spec.scales), spec.flips, spec.d4, mpx, seconds,
+    )
+    return PredictResult(out_uri, total, len(todo), seconds, mpx, where)
+
+
+def _n_workers(spec: InferenceSpec, device: torch.device) -> int:
+    """``spec.workers``, else one per CUDA device when several are visible and none was named."""
+    if spec.workers is not None:
+        return spec.workers
+    if device.type == "cuda" and device.index is None:
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def _predict_on_workers(
+    tiles_uri: str, valid_uri: str, model_dir: str, out: ChunkedStoreWriter, todo: list[Window],
+    spec: InferenceSpec, device: torch.device, n_workers: int, dask_address: str | None, progress: bool,
+) -> tuple[float, str]:
+    """Deal the windows out to ``n_workers`` Dask worker processes (one device each)."""
+    import os
+
+    from distributed import Client, LocalCluster, as_completed
+
+    from unetgeo.tiling import _progress
+
+    if device.type == "cuda":
+        devices = [f"cuda:{i % max(1, torch.cuda.device_count())}" for i in range(n_workers)]
+    else:
+        devices = ["cpu"] * n_workers
+    threads = max(1, (os.cpu_count() or 1) // n_workers) if device.type == "cpu" else 1
+    shards = [todo[i::n_workers] for i in range(n_workers)]
+    cluster = None
+    if dask_address:
+        client = Client(dask_address)
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    bar = _progress(progress, len(todo), f"predict ({n_workers} workers)")
+    try:
+        workers = sorted(client.scheduler_info()["workers"])
+        futs = {
+            client.submit(predict_windows, tiles_uri, valid_uri, model_dir, out, shard, spec, dev,
+                          torch_threads=threads, workers=[workers[i % len(workers)]], pure=False): len(shard)
+            for i, (shard, dev) in enumerate(zip(shards, devices, strict=True)) if shard
+        }
+        mpx = 0.0
+        for fut in as_completed(list(futs)):
+            mpx += fut.result()
+            bar.update(futs[fut])
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return mpx, f"{n_workers} Dask workers ({', '.join(sorted(set(devices)))})"
+
+
+def predict_windows(
+    tiles_uri: str,
+    valid_uri: str,
+    model_dir: str,
+    out: ChunkedStoreWriter,
+    windows: Sequence[Window],
+    spec: InferenceSpec,
+    device: str,
+    *,
+    progress: bool = False,
+    torch_threads: int | None = None,
+) -> float:
+    """Predict ``windows`` (chunk cores) into ``out`` on ``device``; returns megapixels written.
+
+    Loads the model itself, so it can run in any process (a Dask worker per GPU). A prefetch
+    thread reads and normalises the next windows while the model computes.
+    """
+    from unetgeo.model import load_bundle
+    from unetgeo.tiling import _progress
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    dev = torch.device(device)
+    tiles, valid = open_store(tiles_uri), open_store(valid_uri)
+    grid = Grid.from_attrs(dict(tiles.attrs))
+    model, meta = load_bundle(model_dir, device=device)
+    model.eval()
+    cuda = dev.type == "cuda"
+    autocast_dtype = _autocast_dtype(spec.precision, dev)
+    channels_last = cuda if spec.channels_last is None else spec.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    halos = (halo_window(w, spec.halo_px, grid.height, grid.width, meta.stride) for w in windows)
+    bar = _progress(progress, len(windows), "predict")
     mpx = 0.0
-    n_threads = torch.get_num_threads()
+    max_batch = spec.max_forward_batch or spec.batch_size * max(1, len(_variants(spec.flips, spec.d4)))
     with torch.inference_mode():
         for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * spec.batch_size), spec.batch_size):
             xb = torch.from_numpy(np.stack([it.x for it in batch]))
             if cuda:
-                xb = xb.pin_memory().to(device, non_blocking=True)
+                xb = xb.pin_memory().to(dev, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             probs = fuse_predict(
                 model, xb, scales=spec.scales, flips=spec.flips, d4=spec.d4, scale_weights=spec.scale_weights,
-                stride=meta.stride, max_batch=spec.batch_size * 8, autocast_dtype=autocast_dtype,
+                stride=meta.stride, max_batch=max_batch, autocast_dtype=autocast_dtype,
             )
             probs_np = probs.cpu().numpy()
             for it, p in zip(batch, probs_np, strict=True):
@@ -355,13 +457,7 @@ def predict_tiles(
                 mpx += it.hw.core.height * it.hw.core.width / 1e6
             bar.update(len(batch))
     bar.close()
-    out.publish({})
-    seconds = time.perf_counter() - t0
-    log.info(
-        "predict: %s -> %s: %d chunks on %s (%d threads), scales %s, flips %s, d4 %s, %.2f Mpx in %.1f s",
-        tiles_uri, out_uri, len(todo), device, n_threads, list(spec.scales), spec.flips, spec.d4, mpx, seconds,
-    )
-    return PredictResult(out_uri, total, len(todo), seconds, mpx, str(device))
+    return mpx
 
 
 def predict_array(
