@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -746,7 +747,7 @@ def make_scene(
         RasterWriter(image_uri, grid, len(BAND_NAMES), dtype, nodata, block_px=block_px, band_names=BAND_NAMES,
                      tags={**tags, "scale_factor": "0.0001" if dtype != "float32" else "1"}) as img,
         RasterWriter(labels_uri, grid, 1, "uint8", LABEL_NODATA, block_px=block_px, band_names=(labels,),
-                     colormap=_LABEL_COLORS[labels], tags={**tags, "class_names": ",".join(classes)}) as lab,
+                     colormap=_LABEL_COLORS[labels], tags={**tags, "class_names": json.dumps(list(classes))}) as lab,
     ):
         for win in tqdm(iter_tile_windows(height, width, block_px), total=n_tiles(height, width, block_px),
                         disable=not progress, desc="synthetic", unit="block"):
