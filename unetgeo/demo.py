@@ -40,13 +40,14 @@ def run_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: bool
     Returns:
         The run's summary (also in ``out_dir/summary.json``).
     """
-    from flows.cli_entry import run_scene_flow  # Prefect lives in flows/; imported only when running
+    from flows.cli_entry import prestart, run_scene_flow  # Prefect lives in flows/; imported only here
 
     from unetgeo.synthetic import make_flood_pair
     from unetgeo.train import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    prestart()  # the local Prefect API starts in the background while data is made and the model trains
     t0 = time.perf_counter()
     log.info("demo: generating a synthetic %d px flood pair and a training scene in %s", size_px, out / "data")
     scenes = make_flood_pair(str(out / "data"), size_px=size_px, seed=seed)
