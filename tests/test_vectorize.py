@@ -1,0 +1,327 @@
+"""vectorize / flood_raster: polygons merged across blocks, attributes, CRS, areas, identity."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from pyproj import Geod
+from rasterio.features import rasterize
+from rio_cogeo.cogeo import cog_validate
+from scipy import ndimage
+
+from unetgeo.errors import GridMismatchError, InputError
+from unetgeo.vectorize import flood_pixels, flood_polygons, flood_raster, vectorize
+
+UTM = "EPSG:32633"
+T10 = rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0)
+NAMES = ["background", "water", "wässer"]  # non-ASCII name: UTF-8 must survive in GPKG and SHP
+
+
+def write_raster(path, arr, *, crs=UTM, transform=T10, nodata=255, block=16, tags=None):
+    """Write a tiled single-band GeoTIFF (tile side ``block``) for the tests."""
+    profile = dict(driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1, dtype=arr.dtype.name,
+                   crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=block, blockysize=block)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(arr, 1)
+        if tags:
+            ds.update_tags(**tags)
+    return str(path)
+
+
+def scene_with_shapes():
+    """64x64 class map with known objects; several of them cross 16-px block borders."""
+    a = np.zeros((64, 64), np.uint8)
+    a[5:40, 3:50] = 1  # big rectangle spanning 3x4 blocks ...
+    a[10:20, 10:20] = 2  # ... with a hole filled by class 2
+    a[50:52, 54:56] = 1  # small 2x2 square (400 m²)
+    # U shape of class 2: two arms in separate block columns joined only two block rows lower
+    a[42:62, 20:22] = 2
+    a[42:62, 40:42] = 2
+    a[60:62, 20:42] = 2
+    a[0:3, 0:64] = 255  # nodata strip
+    a[45:48, 5:8] = 255  # nodata hole inside background
+    return a
+
+
+def test_vectorize_known_shapes_merged_across_blocks(tmp_path):
+    a = scene_with_shapes()
+    rng = np.random.default_rng(0)
+    conf = rng.integers(40, 100, size=a.shape).astype(np.uint8)
+    conf[a == 255] = 255
+    cu = write_raster(tmp_path / "classes.tif", a, tags={"class_names": json.dumps(NAMES), "model_id": "m1"})
+    fu = write_raster(tmp_path / "confidence.tif", conf)
+    res = vectorize(cu, str(tmp_path / "polygons.gpkg"), confidence_uri=fu, scene_id="s1", block_px=16)
+
+    assert res.n_blocks == 16 and res.n_merged >= 3
+    assert res.counts == {"background": 1, "water": 2, "wässer": 2}
+    assert set(pyogrio.list_layers(res.out_uri)[:, 0]) == set(NAMES)
+    water = gpd.read_file(res.out_uri, layer="water").sort_values("area_m2")
+    assert water.crs.to_epsg() == 32633
+    assert list(water["area_m2"]) == [400.0, (35 * 47 - 100) * 100.0]
+    big = water.geometry.iloc[1]
+    assert isinstance(big, shapely.Polygon) and len(big.interiors) == 1
+    assert big.area == pytest.approx((35 * 47 - 100) * 100.0)
+    assert big.bounds == (500000 + 30.0, 6000000 - 400.0, 500000 + 500.0, 6000000 - 50.0)
+    # mean confidence of a merged polygon is exact (sum / count over all its blocks)
+    m = a == 1
+    m[50:52, 54:56] = False
+    assert water["mean_conf"].iloc[1] == pytest.approx(conf[m].mean())
+    assert set(water["scene_id"]) == {"s1"} and set(water["model_id"]) == {"m1"}
+    assert list(water["class_name"]) == ["water", "water"] and set(water["class_id"]) == {1}
+
+    w2 = gpd.read_file(res.out_uri, layer="wässer").sort_values("area_m2")
+    assert list(w2["area_m2"]) == [100 * 100.0, (20 * 2 * 2 + 22 * 2 - 8) * 100.0]
+    assert w2.geometry.iloc[1].is_valid and len(shapely.get_coordinates(w2.geometry.iloc[1])) == 9  # U: 8 corners + closing
+
+    bg = gpd.read_file(res.out_uri, layer="background")
+    assert bg["area_m2"].iloc[0] == (a == 0).sum() * 100.0
+    assert len(bg.geometry.iloc[0].interiors) >= 3  # holes: water rect, small square, nodata hole (U touches edge)
+    # nodata is never covered by a polygon
+    nodata = shapely.union_all([shapely.box(500000, 6000000 - 30, 500640, 6000000),
+                                shapely.box(500050, 6000000 - 480, 500080, 6000000 - 450)])
+    all_polys = shapely.union_all(list(water.geometry) + list(w2.geometry) + list(bg.geometry))
+    assert all_polys.intersection(nodata).area == 0
+    assert all_polys.area == (a != 255).sum() * 100.0
+    assert res.area_km2["water"] == pytest.approx(((35 * 47 - 100) + 4) * 100.0 / 1e6)
+
+
+def test_shapefile_crs_attributes_encoding(tmp_path):
+    a = scene_with_shapes()
+    cu = write_raster(tmp_path / "classes.tif", a)
+    res = vectorize(cu, str(tmp_path / "out" / "polygons.gpkg"), class_names=NAMES, block_px=16, scene_id="s")
+    assert res.shapefile_uri == str(tmp_path / "out" / "polygons.shp")
+    for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
+        assert (tmp_path / "out" / f"polygons{ext}").exists(), ext
+    assert (tmp_path / "out" / "polygons.cpg").read_text().strip().upper() in ("UTF-8", "UTF8")
+    shp = gpd.read_file(res.shapefile_uri)
+    assert shp.crs.to_epsg() == 32633
+    assert {"class_id", "class_name", "area_m2", "mean_conf", "scene_id", "model_id"} <= set(shp.columns)
+    assert len(shp) == sum(res.counts.values()) == 5
+    assert set(shp["class_name"]) == set(NAMES)
+    assert shp["mean_conf"].isna().all()  # no confidence raster given
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_min_area_and_simplify(tmp_path):
+    a = scene_with_shapes()
+    cu = write_raster(tmp_path / "classes.tif", a)
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), class_names=NAMES, min_area_m2=500.0, shapefile=False, block_px=16)
+    assert res.shapefile_uri is None and not (tmp_path / "p.shp").exists()
+    assert res.counts == {"background": 1, "water": 1, "wässer": 2}
+    # a staircase simplifies to fewer vertices; the area attribute stays the raster area
+    b = np.zeros((32, 32), np.uint8)
+    for i in range(32):
+        b[i, : i + 1] = 1
+    cu2 = write_raster(tmp_path / "stairs.tif", b)
+    exact = gpd.read_file(vectorize(cu2, str(tmp_path / "e.gpkg"), shapefile=False, block_px=16).out_uri, layer="class_1")
+    simp = gpd.read_file(vectorize(cu2, str(tmp_path / "s.gpkg"), shapefile=False, block_px=16, simplify_m=15.0).out_uri,
+                         layer="class_1")
+    assert len(shapely.get_coordinates(simp.geometry.iloc[0])) < len(shapely.get_coordinates(exact.geometry.iloc[0]))
+    assert simp["area_m2"].iloc[0] == exact["area_m2"].iloc[0] == b.sum() * 100.0
+    assert simp.geometry.iloc[0].is_valid
+
+
+def test_keep_classes_and_empty_layers(tmp_path):
+    a = scene_with_shapes()
+    cu = write_raster(tmp_path / "classes.tif", a)
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), class_names=NAMES, keep_classes=[1], shapefile=False, block_px=16)
+    assert res.counts == {"water": 2}
+    assert list(pyogrio.list_layers(res.out_uri)[:, 0]) == ["water"]
+    empty = np.zeros((20, 20), np.uint8)
+    res = vectorize(write_raster(tmp_path / "e.tif", empty), str(tmp_path / "e.gpkg"), class_names=NAMES, block_px=16)
+    assert res.counts == {"background": 1, "water": 0, "wässer": 0}
+    assert pyogrio.read_info(res.out_uri, layer="water")["features"] == 0
+    assert gpd.read_file(res.shapefile_uri).crs.to_epsg() == 32633
+
+
+def test_geographic_crs_geodesic_area(tmp_path):
+    a = np.zeros((40, 40), np.uint8)
+    a[4:36, 4:36] = 1
+    t = rasterio.Affine(0.001, 0.0, 10.0, 0.0, -0.001, 60.0)
+    cu = write_raster(tmp_path / "geo.tif", a, crs="EPSG:4326", transform=t)
+    res = vectorize(cu, str(tmp_path / "g.gpkg"), class_names=["bg", "obj"], block_px=16)
+    df = gpd.read_file(res.out_uri, layer="obj")
+    assert df.crs.to_epsg() == 4326
+    x0, x1, y0, y1 = 10.004, 10.036, 59.996, 59.964
+    expected, _ = Geod(ellps="WGS84").polygon_area_perimeter([x0, x1, x1, x0], [y0, y0, y1, y1])
+    assert df["area_m2"].iloc[0] == pytest.approx(abs(expected), rel=1e-9)
+    assert abs(expected) == pytest.approx(32 * 32 * 111.32 * 55.7, rel=0.02)  # ~ (0.001° at 60°N)²
+
+
+def test_confidence_on_another_grid_is_refused(tmp_path):
+    a = np.zeros((32, 32), np.uint8)
+    cu = write_raster(tmp_path / "c.tif", a)
+    fu = write_raster(tmp_path / "f.tif", a, transform=rasterio.Affine(20.0, 0, 500000.0, 0, -20.0, 6000000.0))
+    with pytest.raises(GridMismatchError, match="f.tif"):
+        vectorize(cu, str(tmp_path / "p.gpkg"), confidence_uri=fu)
+    assert not (tmp_path / "p.gpkg").exists() and not (tmp_path / "p.gpkg.tmp").exists()
+
+
+def test_float_raster_is_refused(tmp_path):
+    cu = write_raster(tmp_path / "c.tif", np.zeros((16, 16), np.float32), nodata=None)
+    with pytest.raises(InputError, match="integer"):
+        vectorize(cu, str(tmp_path / "p.gpkg"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    arr=st.integers(1, 40).flatmap(
+        lambda h: st.integers(1, 40).flatmap(
+            lambda w: arrays(np.uint8, (h, w), elements=st.sampled_from([0, 1, 2, 255]))
+        )
+    ),
+    smooth=st.booleans(),
+)
+def test_rasterize_polygonize_identity(tmp_path_factory, arr, smooth):
+    """rasterize(vectorize(x)) == x, one polygon per 4-connected component, all valid."""
+    if smooth:  # blobs rather than noise: bigger objects crossing many blocks
+        arr = ndimage.median_filter(arr, size=5, mode="nearest")
+    d = tmp_path_factory.mktemp("h")
+    cu = write_raster(d / "c.tif", arr)
+    res = vectorize(cu, str(d / "p.gpkg"), shapefile=False, block_px=16, batch_size=7)
+    got = np.full(arr.shape, 255, np.uint8)
+    for layer in pyogrio.list_layers(res.out_uri)[:, 0]:
+        df = pyogrio.read_dataframe(res.out_uri, layer=layer)
+        if len(df):
+            assert df.geometry.is_valid.all()
+            cid = int(df["class_id"].iloc[0])
+            n_comp = ndimage.label(arr == cid)[1]
+            assert len(df) == n_comp, (layer, len(df), n_comp)
+            assert (df["area_m2"] == [100.0 * g.area / 100.0 for g in df.geometry]).all()
+            burned = rasterize(((g, 1) for g in df.geometry), out_shape=arr.shape, transform=T10, fill=0,
+                               dtype="uint8")
+            assert not (got[burned > 0] != 255).any(), "polygons overlap"
+            got[burned > 0] = cid
+    np.testing.assert_array_equal(got, arr)
+
+
+def test_flood_pixels_truth_table():
+    now = np.array([[1, 1, 0, 1, 255, 1]], np.uint8)
+    before = np.array([[0, 1, 0, 255, 0, 2]], np.uint8)
+    ok = np.ones((1, 6), bool)
+    out = flood_pixels(now, ok, before, ok, water_class_id=1)
+    assert out.tolist() == [[1, 0, 0, 255, 255, 1]]
+    out = flood_pixels(now, ok, before, np.array([[True, True, True, True, True, False]]), water_class_id=1)
+    assert out.tolist() == [[1, 0, 0, 255, 255, 255]]
+    mask = np.array([[0, 1, 0, 0, 0, 7]], np.uint8)  # nonzero = water before
+    assert flood_pixels(now, ok, mask, ok, 1, reference_is_mask=True).tolist() == [[1, 0, 0, 1, 255, 0]]
+
+
+def test_flood_raster_and_polygons(tmp_path):
+    now = np.zeros((48, 48), np.uint8)
+    now[10:30, 5:40] = 1  # water now
+    now[0:2, :] = 255
+    before = np.zeros((48, 48), np.uint8)
+    before[10:30, 5:20] = 1  # the river already there
+    before[40:, :] = 255
+    cu = write_raster(tmp_path / "now.tif", now, block=16)
+    ru = write_raster(tmp_path / "before.tif", before, block=16)
+    fu = flood_raster(cu, ru, str(tmp_path / "flood.tif"), water_class_id=1, block_px=16)
+    assert cog_validate(fu)[0]
+    with rasterio.open(fu) as ds:
+        f = ds.read(1)
+        assert ds.crs.to_epsg() == 32633 and ds.transform == T10 and ds.nodata == 255
+        assert ds.colormap(1)[1][:3] == (0xE3, 0x1A, 0x1C)
+    expected = np.zeros_like(now)
+    expected[10:30, 20:40] = 1
+    expected[0:2, :] = 255
+    expected[40:, :] = 255
+    np.testing.assert_array_equal(f, expected)
+    assert (tmp_path / "flood.qml").exists()
+    res = flood_polygons(fu, str(tmp_path / "flood.gpkg"), shapefile=False)
+    assert res.counts == {"flooded": 1}
+    assert list(pyogrio.list_layers(res.out_uri)[:, 0]) == ["flooded"]
+    df = gpd.read_file(res.out_uri, layer="flooded")
+    assert df["area_m2"].iloc[0] == 20 * 20 * 100.0 and df["class_name"].iloc[0] == "flooded"
+
+
+def test_flood_raster_refuses_another_grid(tmp_path):
+    a = np.zeros((32, 32), np.uint8)
+    cu = write_raster(tmp_path / "now.tif", a)
+    ru = write_raster(tmp_path / "ref.tif", a, crs="EPSG:32632")
+    with pytest.raises(GridMismatchError, match="CRS"):
+        flood_raster(cu, ru, str(tmp_path / "flood.tif"), water_class_id=1)
+    assert not (tmp_path / "flood.tif").exists()
+    with pytest.raises(InputError):
+        flood_raster(cu, cu, str(tmp_path / "flood.tif"), water_class_id=255)
+
+
+def test_union_pixel_polygons_dissolves_shared_edges(caplog):
+    import logging
+
+    from unetgeo.vectorize import union_pixel_polygons
+
+    # pieces whose shared edges have different vertices on each side (as across block borders)
+    a, b, c = shapely.box(0, 0, 10, 4), shapely.box(0, 4, 5, 8), shapely.box(5, 4, 10, 6)
+    with caplog.at_level(logging.DEBUG, logger="unetgeo.vectorize"):
+        parts = union_pixel_polygons([a, b, c])
+    assert "using" not in caplog.text  # the exact edge dissolve handled it, no GEOS fallback
+    assert len(parts) == 1 and parts[0].area == 40 + 20 + 10 and parts[0].is_valid
+    assert len(shapely.get_coordinates(parts[0])) == 7  # 6 corners + closing: no seam vertices left
+    ring = shapely.box(0, 0, 6, 6).difference(shapely.box(2, 2, 4, 4))  # a ring cut in two pieces
+    top, bottom = ring.intersection(shapely.box(0, 3, 6, 6)), ring.intersection(shapely.box(0, 0, 6, 3))
+    (merged,) = union_pixel_polygons([top, bottom])
+    assert merged.equals(ring) and len(merged.interiors) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mask=st.integers(2, 30).flatmap(lambda h: st.integers(2, 30).flatmap(
+        lambda w: arrays(np.bool_, (h, w), elements=st.booleans()))),
+    cut=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+)
+def test_dissolve_equals_geos_union(mask, cut):
+    """Edge dissolve of block pieces == GEOS union, valid, also with diagonal pinches and holes."""
+    from unetgeo.vectorize import dissolve_pixel_polygons, polygonize_labels
+
+    lab, k = ndimage.label(mask)
+    if k == 0:
+        return
+    obj = lab == np.bincount(lab.ravel())[1:].argmax() + 1
+    pieces = []
+    for r in range(0, mask.shape[0], cut[0]):
+        for c in range(0, mask.shape[1], cut[1]):
+            sub, n = ndimage.label(obj[r : r + cut[0], c : c + cut[1]])
+            if n:
+                pieces.extend(polygonize_labels(sub.astype(np.int32), r, c)[0])
+    got = dissolve_pixel_polygons(pieces)
+    assert got is not None and got.is_valid, shapely.is_valid_reason(got) if got is not None else None
+    assert got.equals(shapely.union_all(pieces)) and got.area == obj.sum()
+
+
+def _blobs(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    f = ndimage.gaussian_filter(rng.normal(size=(h // 4 + 1, w // 4 + 1)), 2)
+    f = ndimage.zoom(f, 4, order=1)[:h, :w]
+    return np.digitize(f, np.quantile(f, [0.4, 0.85])).astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_vectorize_memory_does_not_grow_with_scene_height(tmp_path):
+    """Python-side peak memory (numpy included) is set by the block and the width, not the height.
+
+    Only the isolated blobs of class 2 are polygonized: a class that percolates through the whole
+    scene is one polygon, and that polygon's size (and memory) grows with the scene.
+    """
+    import tracemalloc
+
+    peaks = []
+    for h in (512, 2048):
+        cu = write_raster(tmp_path / f"c{h}.tif", _blobs(h, 1024), block=256)
+        tracemalloc.start()
+        res = vectorize(cu, str(tmp_path / f"p{h}.gpkg"), shapefile=False, block_px=256, keep_classes=[2],
+                        batch_size=500)  # the write buffer is bounded by batch_size, not the scene
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert sum(res.counts.values()) > 50
+    assert peaks[1] < 1.5 * peaks[0], peaks

@@ -1,0 +1,381 @@
+"""Cloud-optimised GeoTIFF output, written window by window, plus class-raster sidecars.
+
+:class:`CogWriter` writes windows into a tiled staging GeoTIFF (``URI.stage.tmp``), builds its
+internal overviews with GDAL (streaming), converts it with GDAL's COG driver (streaming) to
+``URI.tmp`` and renames that to ``URI``. For fsspec URLs both files are built in a local temp
+folder and the COG is uploaded on close. Nothing here holds a raster in memory.
+
+Class rasters also get sidecars so GIS tools show a legend:
+``NAME.qml`` (QGIS paletted style, loaded automatically) and ``NAME.aux.xml`` (GDAL PAM
+``<CategoryNames>``, which rasterio cannot write itself).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window as RioWindow
+
+from unetgeo.errors import SceneReadError
+from unetgeo.grid import Grid, Window
+from unetgeo.io import uri as U
+
+log = logging.getLogger(__name__)
+
+#: Dataset tags written on class rasters (JSON lists) and read back by :func:`read_class_info`.
+TAG_CLASS_NAMES = "class_names"
+TAG_CLASS_COLORS = "class_colors"
+
+
+def overview_factors(height: int, width: int, block_px: int = 512) -> list[int]:
+    """Overview decimation factors ``[2, 4, …]`` until the smallest level fits in one block.
+
+    Factor ``2**k`` is included while level ``k-1`` (size ``ceil(n / 2**(k-1))``) is still larger
+    than ``block_px`` on either axis, the rule GDAL's COG driver uses.
+    """
+    out: list[int] = []
+    f = 2
+    while math.ceil(height / (f // 2)) > block_px or math.ceil(width / (f // 2)) > block_px:
+        out.append(f)
+        f *= 2
+    return out
+
+
+def hex_to_rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
+    """``'#rrggbb'`` to an ``(r, g, b, a)`` tuple of 0–255 ints."""
+    c = color.lstrip("#")
+    return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha)
+
+
+class CogWriter:
+    """Write a raster window by window and publish it as a COG with internal overviews.
+
+    Args:
+        uri: final path or URL of the COG.
+        grid: pixel grid (CRS, transform, size).
+        count: number of bands.
+        dtype: numpy dtype name (``uint8``, ``float32`` …).
+        nodata: nodata value or None.
+        resampling: overview resampling (``mode`` for classes, ``average`` for continuous data).
+        block_px: internal tile side of the COG (multiple of 16); overviews stop at one block.
+        stage_block_px: tile side of the staging file (defaults to ``block_px``); match it to the
+            windows you write so each staging tile is written once.
+        compress: GDAL compression of the COG.
+        predictor: TIFF predictor (2 for integers, 3 for floats) or None.
+        band_names: band descriptions.
+        colormap: ``{value: (r, g, b, a)}`` colour table of band 1 (uint8/uint16 only).
+        tags: dataset metadata tags.
+        scales: optional per-band scale factors (``value = raw * scale``).
+
+    Use as a context manager: on an exception the partial files are removed.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        grid: Grid,
+        count: int,
+        dtype: str,
+        nodata: float | None = None,
+        *,
+        resampling: str = "nearest",
+        block_px: int = 512,
+        compress: str = "deflate",
+        predictor: int | None = None,
+        band_names: Sequence[str] | None = None,
+        colormap: dict[int, tuple[int, ...]] | None = None,
+        tags: dict[str, str] | None = None,
+        scales: Sequence[float] | None = None,
+        stage_block_px: int | None = None,
+    ):
+        stage_block_px = stage_block_px or block_px
+        for name, v in (("block_px", block_px), ("stage_block_px", stage_block_px)):
+            if v % 16:
+                raise ValueError(f"{name}={v} must be a multiple of 16; use {16 * math.ceil(v / 16)}")
+        self.uri = str(uri)
+        self.grid = grid
+        self.resampling = resampling
+        self.block_px = block_px
+        self.compress = compress
+        self.predictor = predictor
+        self._remote = U.is_url(self.uri)
+        if self._remote:
+            self._tmpdir: str | None = tempfile.mkdtemp(prefix="unetgeo-cog-")
+            base = os.path.join(self._tmpdir, os.path.basename(self.uri))
+        else:
+            self._tmpdir = None
+            U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            base = str(U.local_path(self.uri))
+        self.stage = base + ".stage.tmp"
+        self.tmp = base + ".tmp"
+        profile: dict[str, Any] = dict(
+            driver="GTiff",
+            width=grid.width,
+            height=grid.height,
+            count=count,
+            dtype=dtype,
+            crs=grid.crs_wkt or None,
+            transform=rasterio.Affine(*grid.transform),
+            nodata=nodata,
+            tiled=True,
+            blockxsize=stage_block_px,
+            blockysize=stage_block_px,
+            compress="deflate",
+            zlevel=1,  # the staging file is read once: fast compression
+            BIGTIFF="IF_SAFER",
+            num_threads="ALL_CPUS",
+        )
+        if predictor is not None:
+            profile["predictor"] = predictor
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._ds = rasterio.open(self.stage, "w", **profile)
+        if band_names:
+            for i, n in enumerate(band_names, start=1):
+                self._ds.set_band_description(i, str(n))
+        if colormap:
+            self._ds.write_colormap(1, colormap)
+        if tags:
+            self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
+        if scales is not None:
+            self._ds.scales = tuple(float(s) for s in scales)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` ran."""
+        return self._closed
+
+    def write(self, win: Window, data: np.ndarray) -> None:
+        """Write ``data`` (``(bands, h, w)``, or ``(h, w)`` for one band) at ``win``. Thread-safe."""
+        arr = data if data.ndim == 3 else data[None]
+        rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
+        with self._lock:
+            self._ds.write(arr, window=rw)
+
+    def close(self) -> str:
+        """Build overviews, convert to COG, publish under the final URI; returns it."""
+        if self._closed:
+            return self.uri
+        self._closed = True
+        factors = overview_factors(self.grid.height, self.grid.width, self.block_px)
+        try:
+            self._ds.close()
+            if factors:
+                with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", ZLEVEL_OVERVIEW="1", BIGTIFF_OVERVIEW="IF_SAFER",
+                                  GDAL_NUM_THREADS="ALL_CPUS"):
+                    with rasterio.open(self.stage, "r+") as ds:
+                        ds.build_overviews(factors, Resampling[self.resampling])
+            opts: dict[str, Any] = dict(
+                COMPRESS=self.compress.upper(),
+                BLOCKSIZE=self.block_px,
+                BIGTIFF="IF_SAFER",
+                OVERVIEWS="AUTO",
+                RESAMPLING=self.resampling.upper(),
+                NUM_THREADS="ALL_CPUS",
+            )
+            if self.predictor is not None:
+                opts["PREDICTOR"] = "YES" if self.predictor in (2, 3) else "NO"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                rasterio.shutil.copy(self.stage, self.tmp, driver="COG", **opts)
+            _remove_local(self.stage)
+            _remove_local(self.tmp + ".aux.xml")  # GDAL may leave PAM items it could not store
+            if self._remote:
+                fs, path = U.fs_for(self.uri)
+                fs.put_file(self.tmp, path)
+            else:
+                os.replace(self.tmp, U.local_path(self.uri))
+        except BaseException:
+            self._cleanup()
+            raise
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        log.info("wrote COG %s (overview factors %s)", self.uri, factors)
+        return self.uri
+
+    def abort(self) -> None:
+        """Close and delete the partial files."""
+        self._closed = True
+        try:
+            self._ds.close()
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for p in (self.stage, self.tmp, self.tmp + ".aux.xml", self.stage + ".ovr"):
+            _remove_local(p)
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> CogWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _remove_local(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- sidecars ------------------------------------------------------------------------------------
+
+
+def write_text(uri: str, text: str) -> str:
+    """Write a small UTF-8 text file atomically (``URI.tmp`` then rename)."""
+    tmp = uri + ".tmp"
+    if not U.is_url(uri):
+        U.local_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    with U.open_file(tmp, "wb") as f:
+        f.write(text.encode("utf-8"))
+    U.rename(tmp, uri)
+    return uri
+
+
+def qml_paletted(class_names: Sequence[str], class_colors: Sequence[str], band: int = 1) -> str:
+    """QGIS style (QML) of a paletted renderer: one entry per class id, value 255 left out (nodata)."""
+    entries = "\n".join(
+        f"        <paletteEntry value=\"{i}\" color={quoteattr(c.lower())} label={quoteattr(str(n))} alpha=\"255\"/>"
+        for i, (n, c) in enumerate(zip(class_names, class_colors, strict=True))
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28.0" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="{band}" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="0" colorizeStrength="100"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def pam_category_names(class_names: Sequence[str], band: int = 1) -> str:
+    """GDAL PAM (``.aux.xml``) document holding the category names of ``band``."""
+    cats = "\n".join(f"      <Category>{escape(str(n))}</Category>" for n in class_names)
+    return f"""<PAMDataset>
+  <PAMRasterBand band="{band}">
+    <CategoryNames>
+{cats}
+    </CategoryNames>
+  </PAMRasterBand>
+</PAMDataset>
+"""
+
+
+def write_class_sidecars(uri: str, class_names: Sequence[str], class_colors: Sequence[str]) -> list[str]:
+    """Write ``<stem>.qml`` (QGIS legend) and ``<uri>.aux.xml`` (GDAL category names) next to ``uri``.
+
+    Returns:
+        The URIs written.
+    """
+    stem = uri[: -len(".tif")] if uri.lower().endswith(".tif") else uri
+    qml = write_text(stem + ".qml", qml_paletted(class_names, class_colors))
+    aux = write_text(uri + ".aux.xml", pam_category_names(class_names))
+    return [qml, aux]
+
+
+def class_raster_tags(class_names: Sequence[str], class_colors: Sequence[str], **extra: Any) -> dict[str, str]:
+    """Dataset tags of a class raster: JSON class names/colours plus ``extra`` (None values dropped)."""
+    tags = {TAG_CLASS_NAMES: json.dumps(list(class_names)), TAG_CLASS_COLORS: json.dumps(list(class_colors))}
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    return tags
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _open(uri: str) -> rasterio.io.DatasetReader:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            if U.is_url(uri):
+                return rasterio.open(uri, opener=U.open_file)
+            return rasterio.open(uri)
+        except (rasterio.errors.RasterioIOError, FileNotFoundError) as e:
+            raise SceneReadError(f"{uri}: cannot be read as a raster ({' '.join(str(e).split())})") from e
+
+
+def read_tags(uri: str) -> dict[str, str]:
+    """Dataset metadata tags of a raster."""
+    with _open(uri) as ds:
+        return dict(ds.tags())
+
+
+def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
+    """``(class_names, class_colors)`` stored on a class raster by unetgeo (None when absent).
+
+    Colours fall back to the raster's colour table when the tag is missing.
+    """
+    with _open(uri) as ds:
+        tags = ds.tags()
+        names = json.loads(tags[TAG_CLASS_NAMES]) if TAG_CLASS_NAMES in tags else None
+        colors = json.loads(tags[TAG_CLASS_COLORS]) if TAG_CLASS_COLORS in tags else None
+        if colors is None and names is not None:
+            try:
+                cmap = ds.colormap(1)
+                colors = ["#{:02x}{:02x}{:02x}".format(*cmap[i][:3]) for i in range(len(names))]
+            except ValueError:  # no colour table
+                colors = None
+    return names, colors
+
+
+def read_block_shape(uri: str) -> tuple[int, int]:
+    """Internal block shape ``(rows, cols)`` of band 1."""
+    with _open(uri) as ds:
+        return tuple(ds.block_shapes[0])  # type: ignore[return-value]
+
+
+def read_decimated(
+    uri: str, out_shape: tuple[int, int], bands: Sequence[int] | None = None, resampling: str = "nearest"
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
+    """Read a whole raster decimated onto ``out_shape`` (uses overviews; never full resolution).
+
+    Returns:
+        ``(data (bands, h, w) file dtype, valid (h, w) bool, bounds (left, bottom, right, top))``.
+    """
+    with _open(uri) as ds:
+        idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
+        data = ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
+        mask = ds.dataset_mask(out_shape=out_shape, resampling=Resampling.nearest) > 0
+        if data.dtype.kind == "f":
+            mask &= np.isfinite(data).all(axis=0)
+        b = ds.bounds
+        return data, mask, (b.left, b.bottom, b.right, b.top)

@@ -1,0 +1,278 @@
+"""Report: ``RUN/summary.json`` and ``RUN/quicklook.png`` for one run.
+
+Areas come from streaming histograms of the rasters (block by block), polygon counts from the
+GeoPackage metadata, accuracy from :func:`unetgeo.evaluate.score_rasters` (a streaming confusion
+matrix), and the quicklook from decimated reads. Nothing reads a raster at full size.
+
+``summary.json`` keys (flat ones first, for scripts and flows):
+
+- ``unetgeo_version``, ``created`` (UTC ISO 8601), ``run_dir``
+- ``scene``: ``{uri, crs, epsg, height, width, res, bounds}``
+- ``model``: ``{dir, model_id, arch, encoder, in_bands, metrics}`` (what model.json holds)
+- ``config``: ``{name, hash, dump}`` (null without a config)
+- ``class_names``; ``area_km2``: ``{class: km²}`` of the class raster; ``nodata_km2``
+- ``polygon_counts``: ``{class: n}``; ``polygon_area_km2``: ``{class: km²}`` (after min_area)
+- ``flooded_km2``, ``flood_polygon_count``, ``reference``: null without a flood run
+- ``iou``: ``{class: IoU}``, ``miou``, ``accuracy`` (full evaluation dict): null without truth
+- ``timings_s``: ``{stage: seconds, …, total}``; ``outputs``: ``[{name, kind, bytes}]``
+- ``files``: the URIs of the inputs of the report (classes, polygons, flood, truth)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from unetgeo import __version__
+from unetgeo.errors import ModelBundleError, UnetgeoError
+from unetgeo.grid import iter_tile_windows
+from unetgeo.io import uri as U
+from unetgeo.io.cog import read_class_info
+from unetgeo.io.quicklook import (
+    decimated_shape,
+    list_outputs,
+    quicklook_pixel_m2,
+    read_class_map,
+    read_outlines,
+    read_scene_rgb,
+    render_quicklook,
+    write_json,
+)
+from unetgeo.io.scene import SceneReader, open_scene
+from unetgeo.io.vector import layer_stats
+from unetgeo.vectorize import FLOOD_CLASS_COLORS, AreaModel
+
+log = logging.getLogger(__name__)
+
+QUICKLOOK_PX = 800  # long side of each decimated panel image
+NODATA = 255
+
+
+def raster_class_areas_m2(uri: str, block_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts and areas (m²) of every value 0..255 of a uint8 class raster, streamed.
+
+    Returns:
+        ``(pixels (256,) int64, area_m2 (256,) float64)``; index 255 holds nodata (and masked pixels).
+    """
+    info = open_scene(uri)
+    grid = info.grid
+    area = AreaModel(grid)
+    pixels = np.zeros(256, dtype=np.int64)
+    area_m2 = np.zeros(256, dtype=np.float64)
+    with SceneReader(uri) as r:
+        for win in iter_tile_windows(grid.height, grid.width, block_px):
+            data, valid = r.read(win, bands=[1])
+            cls = np.where(valid, data[0], NODATA).astype(np.int64)
+            cls = np.clip(cls, 0, NODATA)
+            pixels += np.bincount(cls.ravel(), minlength=256)
+            if area.geographic:
+                rows = area.row_pixel_areas_m2(win.row_off, win.height)
+                area_m2 += np.bincount(cls.ravel(), weights=np.repeat(rows, win.width), minlength=256)
+    if not area.geographic:
+        area_m2 = pixels * area.pixel_m2
+    return pixels, area_m2
+
+
+def _config_section(config: Any) -> dict | None:
+    if config is None:
+        return None
+    if hasattr(config, "model_dump"):
+        dump = config.model_dump(mode="json")
+        h = config.config_hash() if hasattr(config, "config_hash") else None
+    elif isinstance(config, Mapping):
+        dump = dict(config)
+        h = None
+    else:
+        return {"name": str(config), "hash": None, "dump": None}
+    if h is None:
+        h = hashlib.sha256(json.dumps(dump, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"name": dump.get("name"), "hash": h, "dump": dump}
+
+
+def _model_section(model_dir: str | None) -> dict:
+    out: dict[str, Any] = {"dir": model_dir}
+    if not model_dir:
+        return out
+    from unetgeo.io.bundle import read_meta
+
+    try:
+        meta = read_meta(model_dir)
+    except ModelBundleError as e:
+        out["error"] = e.one_line()
+        return out
+    for k in ("model_id", "arch", "encoder", "encoder_depth", "in_bands", "tile_px", "metrics", "unetgeo_version"):
+        if k in meta:
+            out[k] = meta[k]
+    return out
+
+
+def _scene_section(scene_uri: str, classes_uri: str) -> dict:
+    out: dict[str, Any] = {"uri": scene_uri}
+    info = open_scene(classes_uri)
+    g = info.grid
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(g.crs_wkt)
+    out.update(
+        crs=crs.to_string(),
+        epsg=crs.to_epsg(),
+        height=g.height,
+        width=g.width,
+        res=list(g.res),
+        bounds=list(g.bounds),
+    )
+    return out
+
+
+def write_report(
+    run_dir: str,
+    *,
+    scene_uri: str,
+    model_dir: str | None,
+    config: Any,
+    timings: Mapping[str, float],
+    classes_uri: str,
+    polygons_uri: str | None,
+    flood_uri: str | None = None,
+    flood_polygons_uri: str | None = None,
+    truth_uri: str | None = None,
+    reference_uri: str | None = None,
+) -> dict:
+    """Write ``run_dir/summary.json`` and ``run_dir/quicklook.png``; returns the summary.
+
+    Args:
+        run_dir: the run folder (path or URL).
+        scene_uri: the input scene (its RGB is the quicklook background).
+        model_dir: the model bundle used (its model.json is summarised).
+        config: the :class:`unetgeo.config.Config` (or a dict) of the run.
+        timings: seconds per stage, e.g. ``{"tile": 1.2, "predict": 30.5, …}``.
+        classes_uri: ``classes.tif`` from stitch.
+        polygons_uri: ``polygons.gpkg`` from vectorize (or None).
+        flood_uri: ``flood.tif`` (flood runs).
+        flood_polygons_uri: ``flood.gpkg`` (flood runs).
+        truth_uri: a truth class raster on the grid of ``classes_uri``: adds IoU / mIoU.
+        reference_uri: the flood reference (recorded only).
+
+    Raises:
+        SceneReadError: the class raster cannot be read.
+        GridMismatchError: the truth raster is on another grid.
+    """
+    t0 = time.perf_counter()
+    U.makedirs(run_dir)
+    names, colors = read_class_info(classes_uri)
+    pixels, area_m2 = raster_class_areas_m2(classes_uri)
+    if names is None:
+        n = int(np.flatnonzero(pixels[:NODATA]).max(initial=-1)) + 1
+        names = [f"class_{i}" for i in range(max(n, 1))]
+    if colors is None:
+        from unetgeo.stitch import DEFAULT_COLORS
+
+        colors = [DEFAULT_COLORS[i % 10] for i in range(len(names))]
+    area_km2 = {n: float(area_m2[i]) / 1e6 for i, n in enumerate(names)}
+
+    summary: dict[str, Any] = {
+        "unetgeo_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": run_dir,
+        "scene": _scene_section(scene_uri, classes_uri),
+        "model": _model_section(model_dir),
+        "config": _config_section(config),
+        "class_names": list(names),
+        "area_km2": area_km2,
+        "nodata_km2": float(area_m2[NODATA]) / 1e6,
+        "polygon_counts": None,
+        "polygon_area_km2": None,
+        "flooded_km2": None,
+        "flood_polygon_count": None,
+        "reference": reference_uri,
+        "iou": None,
+        "miou": None,
+        "accuracy": None,
+        "files": {"classes": classes_uri, "polygons": polygons_uri, "flood": flood_uri,
+                  "flood_polygons": flood_polygons_uri, "truth": truth_uri},
+    }
+    if polygons_uri:
+        stats = layer_stats(polygons_uri)
+        summary["polygon_counts"] = {k: int(v["count"]) for k, v in stats.items()}
+        summary["polygon_area_km2"] = {k: v["area_m2"] / 1e6 for k, v in stats.items()}
+    if flood_uri:
+        fpix, farea = raster_class_areas_m2(flood_uri)
+        summary["flooded_km2"] = float(farea[1]) / 1e6
+        summary["flood_unknown_km2"] = float(farea[NODATA]) / 1e6
+    if flood_polygons_uri:
+        fstats = layer_stats(flood_polygons_uri)
+        summary["flood_polygon_count"] = int(sum(v["count"] for k, v in fstats.items() if k == "flooded"))
+    if truth_uri:
+        from unetgeo.evaluate import score_rasters
+
+        acc = score_rasters(classes_uri, truth_uri, len(names), class_names=names)
+        summary["accuracy"] = acc
+        summary["iou"] = {n: acc["per_class"][n]["iou"] for n in names}
+        summary["miou"] = acc["miou"]
+
+    # -- quicklook ------------------------------------------------------------------------------
+    quicklook_uri = U.join(run_dir, "quicklook.png")
+    classes_small, class_bounds = read_class_map(classes_uri, QUICKLOOK_PX)
+    try:
+        rgb, rgb_bounds = read_scene_rgb(scene_uri, QUICKLOOK_PX)
+    except UnetgeoError as e:  # the map is still worth drawing without its background
+        log.warning("quicklook without the scene: %s", e.one_line())
+        rgb, rgb_bounds = None, None
+    area_model = AreaModel(open_scene(classes_uri).grid)
+    min_px_m2 = quicklook_pixel_m2(class_bounds, classes_small.shape, area_model.geographic)
+    outlines = []
+    outline_title = "polygons"
+    if flood_polygons_uri:
+        outlines = read_outlines(flood_polygons_uri, [("flooded", FLOOD_CLASS_COLORS[1])], bounds=class_bounds,
+                                 min_area_m2=min_px_m2)
+        outline_title = "flood polygons"
+    elif polygons_uri:
+        outlines = read_outlines(polygons_uri, list(zip(names, colors, strict=True)), bounds=class_bounds,
+                                 min_area_m2=min_px_m2)
+        outline_title = "class polygons"
+    flood_small = flood_bounds = None
+    if flood_uri:
+        flood_small, flood_bounds = read_class_map(flood_uri, QUICKLOOK_PX)
+    labels = [f"{n} ({_fmt_km2(area_km2[n])} km²)" for n in names]
+    title = f"{_basename(scene_uri)}"
+    if summary["model"].get("model_id"):
+        title += f" — model {summary['model']['model_id']}"
+    if summary["miou"] is not None:
+        title += f" — mIoU {summary['miou']:.3f}"
+    if summary["flooded_km2"] is not None:
+        title += f" — flooded {_fmt_km2(summary['flooded_km2'])} km²"
+    render_quicklook(
+        quicklook_uri, rgb=rgb, rgb_bounds=rgb_bounds, classes=classes_small, class_bounds=class_bounds,
+        class_names=names, class_colors=colors, class_labels=labels, outlines=outlines,
+        outline_title=outline_title, flood=flood_small, flood_bounds=flood_bounds, title=title,
+    )
+
+    timings_s = {k: float(v) for k, v in timings.items()}
+    timings_s["report"] = time.perf_counter() - t0
+    timings_s["total"] = float(sum(v for k, v in timings_s.items() if k != "total"))
+    summary["timings_s"] = timings_s
+    summary_uri = U.join(run_dir, "summary.json")
+    outputs = [o for o in list_outputs(run_dir) if o["name"] != "summary.json"]
+    summary["outputs"] = sorted([*outputs, {"name": "summary.json", "kind": "file", "bytes": None}],
+                                key=lambda d: d["name"])
+    write_json(summary_uri, summary)
+    log.info("report %s: %s", summary_uri, {k: round(v, 4) for k, v in area_km2.items()})
+    return summary
+
+
+def _fmt_km2(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3g}"
+
+
+def _basename(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+__all__ = ["raster_class_areas_m2", "write_report", "decimated_shape"]
