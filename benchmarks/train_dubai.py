@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(ROOT / "configs" / "dubai_landcover.yaml"))
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--eval-only", action="store_true", help="skip training; score MODEL_DIR on tile 6")
+    p.add_argument("--fused-scales", default="0.75,1.0,1.25", help="scales of the fused evaluation (with flips)")
+    p.add_argument("--json", default=None, help="write all figures to this JSON file")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -53,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {a.threads or 'auto'} threads, load average {os.getloadavg()[0]:.1f}, "
           f"budget {a.minutes:.1f} min, model {cfg.model.arch}/{cfg.model.encoder} depth {cfg.model.encoder_depth}")
     t0 = time.perf_counter()
-    res = train(cfg, a.out, progress=not a.quiet, resume=a.resume, max_seconds=a.minutes * 60)
+    if not a.eval_only:
+        train(cfg, a.out, progress=not a.quiet, resume=a.resume, max_seconds=a.minutes * 60)
     wall = time.perf_counter() - t0
-    m = res.metrics
-    summary = json.loads((Path(a.out) / "model.json").read_text())["training_summary"]
+    meta = json.loads((Path(a.out) / "model.json").read_text())
+    m = meta["metrics"]
+    summary = meta["training_summary"]
     print()
     print(f"{'class':<12} {'IoU':>6} {'F1':>6} {'prec':>6} {'recall':>6}")
     for name, v in m["per_class"].items():
@@ -69,9 +74,36 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tile 6: mIoU {miou:.3f} (target {TARGET_MIOU}), water IoU {water:.3f} (target {TARGET_WATER_IOU}), "
         f"pixel accuracy {m.get('pixel_accuracy') or 0:.3f}; {summary['steps']} steps, "
-        f"{sps:.2f} s/step, best epoch {res.best_epoch}/{res.epochs_run}, wall {wall / 60:.1f} min -> "
+        f"{sps:.2f} s/step, best epoch {summary.get('best_epoch')}/{summary.get('epochs_run')}, wall {wall / 60:.1f} min -> "
         + ("PASS" if ok else "BELOW TARGET")
     )
+    # The scores users get: tile 6 through the full inference path (tiles, halo, fusion).
+    from unetgeo.config import InferenceSpec
+    from unetgeo.evaluate import evaluate_model
+
+    fused_scales = tuple(float(v) for v in a.fused_scales.split(","))
+    runs = {
+        "single scale": InferenceSpec(halo_px=64, scales=(1.0,), flips=False),
+        f"scales {a.fused_scales} + flips": InferenceSpec(halo_px=64, scales=fused_scales, flips=True),
+    }
+    scores = {}
+    for label, spec in runs.items():
+        t1 = time.perf_counter()
+        scores[label] = evaluate_model(a.out, images=str(data / "tile_6" / "images"), masks=str(data / "tile_6" / "masks"),
+                                       inference=spec)
+        scores[label]["seconds"] = time.perf_counter() - t1
+    print()
+    print("tile 6 through `unetgeo evaluate` (full inference path):")
+    labels = list(scores)
+    print(f"{'class':<12} " + " ".join(f"{lab:>26}" for lab in labels))
+    for name in m["per_class"]:
+        print(f"{name:<12} " + " ".join(f"{(scores[lab]['iou'].get(name) or 0):26.3f}" for lab in labels))
+    print(f"{'mIoU':<12} " + " ".join(f"{scores[lab]['miou']:26.3f}" for lab in labels))
+    print(f"{'seconds':<12} " + " ".join(f"{scores[lab]['seconds']:26.1f}" for lab in labels))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"training_metrics": m, "training_summary": {
+            k: summary.get(k) for k in ("steps", "seconds_per_step", "epochs_run", "best_epoch", "loop_seconds")},
+            "wall_minutes": wall / 60, "evaluate": scores}, indent=1, default=str))
     return 0 if ok else 1
 
 

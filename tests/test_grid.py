@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unetgeo.errors import GridMismatchError, InputError
-from unetgeo.grid import Grid, Window, align_up, check_north_up, halo_window, hann_weights, n_tiles, same_grid, tile_windows
+from unetgeo.grid import (
+    Grid,
+    Window,
+    align_up,
+    check_north_up,
+    halo_window,
+    n_tiles,
+    same_grid,
+    tile_windows,
+)
 
 
 @given(h=st.integers(1, 300), w=st.integers(1, 300), t=st.integers(1, 128))
@@ -54,12 +63,6 @@ def test_halo_is_real_context_inside_the_scene() -> None:
 
 def test_align_up() -> None:
     assert [align_up(n, 32) for n in (1, 32, 33, 64, 65)] == [32, 32, 64, 64, 96]
-
-
-def test_hann_weights_positive_and_peaked() -> None:
-    wts = hann_weights(64, 48)
-    assert wts.shape == (64, 48) and wts.dtype == np.float32
-    assert wts.min() > 0 and wts[32, 24] == pytest.approx(wts.max(), rel=1e-2)
 
 
 def test_rotated_transform_is_refused_with_the_file_name() -> None:

@@ -1,4 +1,4 @@
-"""Pure pixel-grid arithmetic: tiles, halos, stride padding, blend weights.
+"""Pure pixel-grid arithmetic: tiles, halos, stride padding.
 
 No I/O here. Index order is always ``(y, x)``; windows are ``(row_off, col_off, height, width)``
 in pixels of the scene grid. An affine transform is the GDAL/rasterio 6-tuple
@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import numpy as np
 
 from unetgeo.errors import GridMismatchError, InputError
 
@@ -208,24 +206,3 @@ def halo_window(core: Window, halo_px: int, height: int, width: int, stride: int
         slice(pad_l + core.col_off - c0, pad_l + core.col_off - c0 + core.width),
     )
     return HaloWindow(core=core, read=read, pad=(pad_t, pad_b, pad_l, pad_r), crop=crop)
-
-
-def hann_weights(height: int, width: int, floor: float = 1e-3) -> np.ndarray:
-    """Separable 2-D Hann window, float32 ``(height, width)``, ``>= floor`` everywhere.
-
-    ``w[y, x] = max(floor, sin^2(pi*(y+0.5)/height) * sin^2(pi*(x+0.5)/width))``; used to blend
-    overlapping window predictions without visible seams.
-    """
-    wy = np.sin(np.pi * (np.arange(height) + 0.5) / height) ** 2
-    wx = np.sin(np.pi * (np.arange(width) + 0.5) / width) ** 2
-    return np.maximum(np.outer(wy, wx), floor).astype(np.float32)
-
-
-def pixel_area_m2(grid: Grid, crs_is_geographic: bool, lat_deg: float | None = None) -> float:
-    """Area of one pixel in m² (projected CRS assumed metres; geographic: at ``lat_deg``)."""
-    ry, rx = grid.res
-    if not crs_is_geographic:
-        return ry * rx
-    lat = 0.0 if lat_deg is None else lat_deg
-    m_per_deg = 111_320.0
-    return (ry * m_per_deg) * (rx * m_per_deg * math.cos(math.radians(lat)))
