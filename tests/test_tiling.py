@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,7 +21,8 @@ from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
 from unetgeo.errors import InputError, SceneReadError, StoreError
-from unetgeo.io.store import open_store
+from unetgeo.grid import iter_tile_windows
+from unetgeo.io.store import ChunkedStoreWriter, open_store
 from unetgeo.tiling import make_tiles
 
 UTM = "EPSG:32633"
@@ -91,6 +95,21 @@ def test_tiles_equal_source_and_mask_marks_nodata(tmp_path: Path, dtype: str, no
         assert s["valid_pixels"] == int((~invalid).sum())
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
+def test_nodata_mask_follows_gdal_all_bands_rule(tmp_path: Path, dtype: str) -> None:
+    """The mask computed from the data equals GDAL's: masked only where every band holds nodata."""
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 4, (3, 60, 70)).astype(dtype)  # many zeros in single bands
+    data[:, 10:20, 10:30] = 0  # all bands nodata
+    src = write_tif(tmp_path / "s.tif", data, nodata=0)
+    r = make_tiles(str(src), str(tmp_path / "tiles.zarr"), tile_px=32)
+    with rasterio.open(src) as ds:
+        expected = ds.dataset_mask() > 0
+    got = open_store(r.valid_uri)[:]
+    np.testing.assert_array_equal(got, expected)
+    assert not got[10:20, 10:30].any() and 0 < (data == 0).any(axis=0).sum() - (~expected).sum()
+
+
 def test_grid_attributes_and_provenance(tmp_path: Path) -> None:
     data = _scene(np.random.default_rng(2), "uint16", (4, 90, 120))
     src = write_tif(tmp_path / "s.tif", data, nodata=0)
@@ -158,23 +177,46 @@ def test_rerun_reuses_a_complete_store(tmp_path: Path) -> None:
     assert r2.stats == r1.stats
 
 
+def test_store_identity_follows_content_not_timestamps(tmp_path: Path) -> None:
+    """A touched (or re-downloaded) scene reuses its store; a changed one of the same size is re-tiled."""
+    data = _scene(np.random.default_rng(6), "uint16", (2, 80, 90))
+    src = write_tif(tmp_path / "s.tif", data, tiled=False)
+    r1 = make_tiles(str(src), str(tmp_path / "tiles.zarr"), tile_px=32)
+    key1 = dict(open_store(r1.tiles_uri).attrs)["run_key"]
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # new mtime, same bytes
+    r2 = make_tiles(str(src), str(tmp_path / "tiles.zarr"), tile_px=32)
+    assert r2.n_written == 0 and dict(open_store(r2.tiles_uri).attrs)["run_key"] == key1
+    changed = data.copy()
+    changed[0, 5, 5] += 1  # uncompressed: same file size, other content
+    write_tif(src, changed, tiled=False)
+    r3 = make_tiles(str(src), str(tmp_path / "tiles.zarr"), tile_px=32)
+    attrs = dict(open_store(r3.tiles_uri).attrs)
+    assert r3.n_written == r3.n_chunks == 9 and attrs["run_key"] != key1
+    assert attrs["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert int(open_store(r3.tiles_uri)[0, 5, 5]) == int(changed[0, 5, 5])
+
+
 def test_killed_run_resumes_with_only_missing_chunks(tmp_path: Path) -> None:
     """kill -9 a `unetgeo tile` part-way; the rerun writes only missing chunks and equals a clean run."""
     rng = np.random.default_rng(5)
     data = rng.integers(0, 10000, (4, 2048, 2048), dtype=np.uint16)
     src = write_tif(tmp_path / "big.tif", data, nodata=0)
     out = tmp_path / "killed" / "tiles.zarr"
-    done_dir = Path(str(out) + ".tmp") / ".unetgeo_done"
+    done_log = Path(str(out) + ".tmp") / ".unetgeo_done.log"
+
+    def n_done() -> int:
+        return len(set(done_log.read_text().split())) if done_log.exists() else 0
+
     cmd = [sys.executable, "-m", "unetgeo.cli", "-q", "tile", str(src), str(out), "--tile-size", "64"]
     proc = subprocess.Popen(cmd, env={**os.environ, "UNETGEO_TEST_SLOW_TILE_S": "0.02"})
     deadline = time.time() + 120
     while time.time() < deadline:
-        if done_dir.exists() and len(list(done_dir.iterdir())) >= 40:
+        if n_done() >= 40:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written_before = len(list(done_dir.iterdir()))
+    written_before = n_done()
     assert 40 <= written_before < 1024, "the run was not interrupted part-way"
     assert not out.exists(), "a partial store must not be visible under the final name"
     r = make_tiles(str(src), str(out), tile_px=64)
@@ -213,3 +255,84 @@ def test_real_geotiffs_tile_with_correct_grids(shared_data: Path, tmp_path: Path
     np.testing.assert_array_equal(valid[:], expected_valid & np.isfinite(tiles[:].astype(np.float64)).all(0))
     frac = float(valid[:].mean())
     assert valid_fraction[0] <= frac <= valid_fraction[1]
+
+
+# ---- chunk storage and Dask workers -----------------------------------------------------------
+@pytest.mark.parametrize(("dtype", "fill"), [("uint16", 0), ("bool", False), ("float32", float("nan")), ("int16", -1),
+                                           ("uint8", 255), ("float16", 0.0)])
+def test_stores_are_written_byte_for_byte_as_zarr_writes_them(tmp_path: Path, dtype: str, fill) -> None:
+    """The writer's own zarr.json and whole-chunk objects (edge chunks padded) equal what Zarr itself writes."""
+    from unetgeo.io.store import _compressor
+
+    rng = np.random.default_rng(9)
+    shape = (70, 90) if dtype == "bool" else (2, 70, 90)
+    data = (rng.random(shape) * 200).astype(dtype)
+    data[..., :32, :32] = fill  # one chunk holds only the fill value: neither writer stores it
+    attrs = {"crs": "EPSG:32633", "stats": {"b1": {"mean": 1.5, "p2": float("nan")}}, "band_names": ["a", "b"]}
+    w = ChunkedStoreWriter(str(tmp_path / "ours.zarr"), shape=shape, chunk_px=32, dtype=dtype, fill_value=fill,
+                           attrs=attrs, run_key="k")
+    w = pickle.loads(pickle.dumps(w))  # as a Dask worker receives it
+    for win in iter_tile_windows(70, 90, 32):
+        w.write(win, data[(..., *win.slices)])
+    ours = Path(w.publish())
+    ref = zarr.create_array(store=str(tmp_path / "zarr.zarr"), shape=shape, chunks=(*shape[:-2], 32, 32), dtype=dtype,
+                            fill_value=fill, compressors=_compressor(np.dtype(dtype)), zarr_format=3,
+                            attributes={**attrs, "run_key": "k", "complete": True})
+    ref[...] = data
+    theirs = tmp_path / "zarr.zarr"
+    meta_ours = json.loads((ours / "zarr.json").read_text())
+    meta_theirs = json.loads((theirs / "zarr.json").read_text())
+    assert json.dumps(meta_ours, sort_keys=True) == json.dumps(meta_theirs, sort_keys=True)  # NaN-safe equality
+    chunk_files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert len(chunk_files) == 8 and not any(p.is_file() for p in ours.glob("c/**/0/0"))
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file() and p.name != "zarr.json") == chunk_files
+    for rel in chunk_files:
+        assert (ours / rel).read_bytes() == (theirs / rel).read_bytes(), rel
+    np.testing.assert_array_equal(open_store(str(ours))[:], data)
+
+
+def _cached_scenes() -> list:
+    from unetgeo import tiling
+
+    return [list(k[0]) for k in tiling._READERS]
+
+
+def test_tiles_through_a_dask_scheduler_with_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dask_address`: worker processes read, write and mark the chunks; a rerun resumes from their markers."""
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(12)
+    data = _scene(rng, "uint16", (3, 150, 170))
+    data[:, :25, :40] = 0
+    src = write_tif(tmp_path / "s.tif", data, nodata=0)
+    out = tmp_path / "dask" / "tiles.zarr"
+    local = make_tiles(str(src), str(tmp_path / "local" / "tiles.zarr"), tile_px=32)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        # first run: everything is written by the workers, then the publish step "crashes"
+        monkeypatch.setattr(ChunkedStoreWriter, "publish", lambda self, attrs=None: (_ for _ in ()).throw(OSError("crash")))
+        with pytest.raises(OSError, match="crash"):
+            make_tiles(str(src), str(out), tile_px=32, dask_address=cluster.scheduler_address)
+        monkeypatch.undo()
+        markers = set((Path(str(out) + ".tmp") / ".unetgeo_done.log").read_text().split())
+        assert len(markers) == local.n_chunks == 30  # every chunk a worker wrote is marked
+        worker_scenes = client.run(_cached_scenes)
+        assert any([str(src)] in v for v in worker_scenes.values()), "the scene was never read in a worker process"
+        assert _cached_scenes() == [], "the scene was read in the driver process"
+        # second run: the workers' markers are honoured, nothing is rewritten; same store as local threads
+        r = make_tiles(str(src), str(out), tile_px=32, dask_address=cluster.scheduler_address)
+    assert r.n_written == 0 and r.n_chunks == 30
+    np.testing.assert_array_equal(open_store(r.tiles_uri)[:], data)
+    np.testing.assert_array_equal(open_store(r.valid_uri)[:], open_store(local.valid_uri)[:])
+    assert r.stats == local.stats
+    assert dict(open_store(r.tiles_uri).attrs)["source"] == dict(open_store(local.tiles_uri).attrs)["source"]
+
+
+def test_an_unreachable_dask_scheduler_is_a_one_line_error() -> None:
+    pytest.importorskip("distributed")
+    from unetgeo.errors import UnetgeoError
+    from unetgeo.parallel import ClusterError, executor
+
+    with pytest.raises(ClusterError, match=r"tcp://127.0.0.1:9: no Dask scheduler answers there") as e:
+        with executor("tcp://127.0.0.1:9", connect_timeout_s=1):
+            pass
+    assert isinstance(e.value, UnetgeoError) and isinstance(e.value, OSError)

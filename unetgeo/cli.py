@@ -92,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cut a GeoTIFF into a Zarr v3 store of (band, y, x) chunks plus valid.zarr "
                        "(nodata mask) beside it, with grid attributes and per-band statistics. "
                        "Resumable: a killed run started again writes only the missing chunks.")
-    t.add_argument("scene", help="GeoTIFF path or URL (s3://…)")
+    t.add_argument("scene", nargs="+", metavar="SCENE",
+                   help="GeoTIFF path or URL (s3://…); several files (e.g. B02.tif B03.tif B04.tif B08.tif B11.tif) "
+                   "are stacked as bands in that order on the finest grid; a .txt file may list them")
     t.add_argument("out", help="output store, e.g. run/tiles.zarr (valid.zarr is written beside it)")
     t.add_argument("--tile-size", type=int, default=512, dest="tile_px", metavar="PX", help="chunk side (default 512)")
     t.add_argument("--bands", default=None, help="comma-separated band names in file order (default: band descriptions)")
     t.add_argument("--dask-address", default=None, help="scheduler address of a running Dask cluster (default: local threads)")
+    t.add_argument("--resampling", default="bilinear",
+                   help="resampling of stack files coarser than the finest (bilinear, cubic, average, nearest…)")
 
     tr = sub.add_parser("train", help="train a U-Net from a YAML config",
                         description="Train a segmentation model and write a model bundle "
@@ -184,7 +188,9 @@ def _cmd_tile(a: argparse.Namespace, progress: bool) -> int:
     from unetgeo.tiling import make_tiles
 
     bands = [b.strip() for b in a.bands.split(",")] if a.bands else None
-    r = make_tiles(a.scene, a.out, tile_px=a.tile_px, band_names=bands, dask_address=a.dask_address, progress=progress)
+    scene = a.scene[0] if len(a.scene) == 1 else a.scene
+    r = make_tiles(scene, a.out, tile_px=a.tile_px, band_names=bands, dask_address=a.dask_address,
+                   progress=progress, resampling=a.resampling)
     print(f"{r.tiles_uri}: {r.grid.height}x{r.grid.width} px, bands {list(r.band_names)}, "
           f"{r.n_chunks} chunks ({r.n_written} written) in {r.seconds:.1f} s; mask {r.valid_uri}")
     return 0
@@ -206,17 +212,16 @@ def _cmd_train(a: argparse.Namespace, progress: bool) -> int:
 def _cmd_predict(a: argparse.Namespace, progress: bool) -> int:
     from unetgeo.config import load_config
     from unetgeo.infer import predict_tiles
-    from unetgeo.io.scene import open_scene
-    from unetgeo.io.uri import join, makedirs
     from unetgeo.io.bundle import read_meta
+    from unetgeo.io.uri import join, makedirs
     from unetgeo.model import ModelMeta, check_bands
     from unetgeo.stitch import stitch
-    from unetgeo.tiling import make_tiles
+    from unetgeo.tiling import make_tiles, scene_info
 
     cfg = load_config(a.config)
     spec = _inference_from(a, cfg)
     meta = ModelMeta.from_dict(read_meta(a.model), where=f"{a.model}/model.json")
-    info = open_scene(a.scene)
+    info = scene_info(a.scene)
     check_bands(meta, list(info.band_names), a.scene)  # before anything is written
     makedirs(a.out)
     tile_px = a.tile_px or cfg.tiling.tile_px

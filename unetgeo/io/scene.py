@@ -7,13 +7,13 @@ configuration (``AWS_ENDPOINT_URL`` …). Nothing here reads a whole scene into 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
-from unetgeo.errors import InputError, SceneReadError
+from unetgeo.errors import GridMismatchError, InputError, SceneReadError
 from unetgeo.grid import Grid, Window, check_north_up
 from unetgeo.io.uri import is_url, open_file
 
@@ -53,6 +53,13 @@ class SceneInfo:
     driver: str = "GTiff"
     block_shape: tuple[int, int] = (256, 256)
     descriptions: tuple[str | None, ...] = field(default=())
+    members: tuple[SceneInfo, ...] = field(default=())
+    """For a band stack (:func:`open_stack`): one entry per file, in band order; empty otherwise."""
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The files the bands come from: the stack's files in order, or ``(uri,)``."""
+        return tuple(m.uri for m in self.members) if self.members else (self.uri,)
 
 
 def _open(uri: str) -> rasterio.io.DatasetReader:
@@ -165,7 +172,7 @@ class SceneReader:
     def __init__(self, uri: str):
         self.uri = uri
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: list[tuple[int, Any]] = []  # (opening thread, dataset)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -180,23 +187,81 @@ class SceneReader:
             ds = _open(self.uri)
             self._local.ds = ds
             with self._lock:
-                self._all.append(ds)
+                self._all.append((threading.get_ident(), ds))
         return ds
+
+    @staticmethod
+    def _mask_mode(ds: rasterio.io.DatasetReader) -> str:
+        """How the dataset mask can be had: ``"all_valid"``, ``"nodata"`` (numpy) or ``"gdal"``."""
+        from rasterio.enums import MaskFlags
+
+        flags = ds.mask_flag_enums
+        if all(f == [MaskFlags.all_valid] for f in flags):
+            return "all_valid"
+        if ds.nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
+            return "nodata"
+        return "gdal"
 
     def read(self, win: Window, bands: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read ``win``: ``(data (bands, h, w) in the file dtype, valid (h, w) bool)``.
 
         A pixel is valid when the dataset mask marks it valid (nodata value, mask or alpha band)
-        and every band value is finite.
+        and every band value is finite. With a nodata value (GDAL's rule: a pixel is masked only
+        when *all* bands hold it) or no mask at all, the mask is computed from the data already
+        read instead of a second pass through GDAL.
         """
         ds = self._ds()
         rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
         idx = list(bands) if bands is not None else None
+        mode = getattr(self._local, "mask_mode", None)
+        if mode is None:
+            mode = self._local.mask_mode = self._mask_mode(ds)
         try:
             data = ds.read(indexes=idx, window=rw)
-            valid = ds.dataset_mask(window=rw) > 0
+            if mode == "all_valid":
+                valid = np.ones(data.shape[1:], dtype=bool)
+            elif mode == "nodata" and idx is None:
+                nd = ds.nodata
+                if np.isnan(nd):
+                    valid = np.ones(data.shape[1:], dtype=bool)  # NaN is caught by the finite test below
+                elif float(nd_val := np.asarray(nd).astype(data.dtype)) != float(nd):
+                    valid = np.ones(data.shape[1:], dtype=bool)  # nodata not representable: never matches
+                else:
+                    valid = data[0] != nd_val
+                    for b in range(1, data.shape[0]):
+                        valid |= data[b] != nd_val
+            else:
+                valid = ds.dataset_mask(window=rw) > 0
         except RasterioIOError as e:
             raise SceneReadError(f"{self.uri}: read failed at window {win} ({' '.join(str(e).split())})") from e
+        if data.dtype.kind == "f":
+            valid &= np.isfinite(data).all(axis=0)
+        return data, valid
+
+    def read_onto(
+        self, src_window: tuple[float, float, float, float], out_shape: tuple[int, int], resampling: str = "bilinear"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Read a fractional window of this file resampled onto ``out_shape`` pixels.
+
+        Args:
+            src_window: ``(row_off, col_off, height, width)`` in this file's pixels (may be fractional).
+            out_shape: ``(h, w)`` of the result.
+            resampling: GDAL resampling of the data (``bilinear``, ``cubic``, ``average``, ``nearest``…).
+
+        Returns:
+            ``(data (bands, h, w) in the file dtype, valid (h, w) bool)``; the mask is resampled
+            with nearest neighbour (a pixel is valid when the source pixel under it is).
+        """
+        from rasterio.enums import Resampling
+
+        ds = self._ds()
+        r0, c0, h, w = src_window
+        rw = RioWindow(c0, r0, w, h)
+        try:
+            data = ds.read(window=rw, out_shape=(ds.count, *out_shape), resampling=Resampling[resampling])
+            valid = ds.dataset_mask(window=rw, out_shape=out_shape, resampling=Resampling.nearest) > 0
+        except RasterioIOError as e:
+            raise SceneReadError(f"{self.uri}: read failed at window {src_window} ({' '.join(str(e).split())})") from e
         if data.dtype.kind == "f":
             valid &= np.isfinite(data).all(axis=0)
         return data, valid
@@ -209,12 +274,32 @@ class SceneReader:
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
         return ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
 
-    def close(self) -> None:
+    def close_thread(self) -> None:
+        """Close the dataset the calling thread opened (files opened through fsspec must be closed
+        by the thread that opened them)."""
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            return
+        self._local.ds = None
+        self._local.mask_mode = None
         with self._lock:
-            for ds in self._all:
-                ds.close()
+            self._all = [(t, d) for t, d in self._all if d is not ds]
+        ds.close()
+
+    def close(self) -> None:
+        """Close every dataset; those of other threads on a best-effort basis."""
+        me = threading.get_ident()
+        with self._lock:
+            items = list(self._all)
             self._all.clear()
         self._local = threading.local()
+        for t, ds in items:
+            try:
+                ds.close()
+            except Exception as e:  # noqa: BLE001 - an fsspec-opened file of another thread
+                if t == me:
+                    raise
+                log.debug("%s: closing a dataset of another thread failed (%s)", self.uri, e)
 
     def __enter__(self) -> SceneReader:
         return self
@@ -223,13 +308,175 @@ class SceneReader:
         self.close()
 
 
+# --------------------------------------------------------------------------------------------
+# band stacks: several files (e.g. one per Sentinel-2 band) read as one scene
+# --------------------------------------------------------------------------------------------
+_ALIGN_TOL_PX = 0.01  # extents may differ by at most this fraction of a pixel of the finest grid
+
+
+def _crs_name(wkt: str) -> str:
+    from pyproj import CRS
+
+    try:
+        crs = CRS.from_user_input(wkt)
+        epsg = crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else crs.name
+    except Exception:  # noqa: BLE001
+        return "an unparsable CRS"
+
+
+def open_stack(uris: Sequence[str], band_names: Sequence[str] | None = None) -> SceneInfo:
+    """Open several GeoTIFFs as one scene whose bands are the files' bands, in the given order.
+
+    The files must share a CRS and cover the same extent; they may differ in resolution
+    (Sentinel-2's 20 m bands beside its 10 m bands): the scene takes the grid of the finest
+    file (smallest pixel area; the first such file), and coarser files are resampled onto it when
+    read (:class:`StackReader`). Band names default to the file stems (``B02``…), with
+    ``_<description or bN>`` appended for the bands of multi-band files.
+
+    Args:
+        uris: paths or fsspec URLs, one or more bands each, all of one data type.
+        band_names: one name per band of the stack.
+
+    Raises:
+        SceneReadError / InputError: as :func:`open_scene`, naming the offending file; also
+            different data types.
+        GridMismatchError: a file with another CRS, or whose extent does not line up.
+    """
+    if not uris:
+        raise InputError("no scene files were given; pass a GeoTIFF or a list of single-band GeoTIFFs")
+    infos = [open_scene(u) for u in uris]
+    ref = min(infos, key=lambda i: (i.grid.res[0] * i.grid.res[1], infos.index(i)))
+    ry, rx = ref.grid.res
+    for info in infos:
+        if info.dtype != infos[0].dtype:
+            raise InputError(
+                f"{info.uri}: data type {info.dtype} differs from {infos[0].uri}'s {infos[0].dtype}; "
+                "all files of a band stack need one data type (convert with `gdal_translate -ot`)"
+            )
+        if not crs_equal(info.grid.crs_wkt, ref.grid.crs_wkt):
+            raise GridMismatchError(
+                f"{info.uri}: its CRS ({_crs_name(info.grid.crs_wkt)}) differs from {ref.uri}'s "
+                f"({_crs_name(ref.grid.crs_wkt)}); all files of a band stack must share one CRS. "
+                f"Reproject it first, e.g. `gdalwarp -t_srs <CRS of {ref.uri}> -tr {rx} {ry}`"
+            )
+        b, rb = info.grid.bounds, ref.grid.bounds
+        off_px = max(abs(b[0] - rb[0]) / rx, abs(b[2] - rb[2]) / rx, abs(b[1] - rb[1]) / ry, abs(b[3] - rb[3]) / ry)
+        if off_px > _ALIGN_TOL_PX:
+            raise GridMismatchError(
+                f"{info.uri}: its extent {tuple(round(v, 6) for v in b)} does not line up with {ref.uri}'s "
+                f"{tuple(round(v, 6) for v in rb)} (off by {off_px:.3g} pixels of the {rx:g} grid); files of a "
+                f"band stack must cover the same extent. Cut it with `gdalwarp -te {rb[0]} {rb[1]} {rb[2]} {rb[3]}`"
+            )
+    names: list[str] = []
+    for info in infos:
+        stem = PurePosixPath(str(info.uri).rstrip("/")).stem
+        if info.count == 1:
+            names.append(stem)
+        else:
+            names.extend(f"{stem}_{d if d else f'b{i + 1}'}" for i, d in enumerate(info.descriptions))
+    if len(set(names)) != len(names):
+        names = [f"b{i + 1}" for i in range(len(names))]
+    if band_names is not None:
+        if len(band_names) != len(names):
+            raise InputError(
+                f"{infos[0].uri} (+{len(infos) - 1} more files): the stack has {len(names)} bands but "
+                f"{len(band_names)} band names were given: {list(band_names)}"
+            )
+        names = list(band_names)
+    nodatas = {("nan" if n is not None and np.isnan(n) else n) for n in (i.nodata for i in infos)}
+    nodata = infos[0].nodata if len(nodatas) == 1 else None
+    kinds = {i.mask_kind for i in infos}
+    return SceneInfo(
+        uri=infos[0].uri,
+        grid=ref.grid,
+        count=sum(i.count for i in infos),
+        dtype=infos[0].dtype,
+        nodata=nodata,
+        band_names=tuple(names),
+        mask_kind=kinds.pop() if len(kinds) == 1 else "mixed",
+        is_geographic=ref.is_geographic,
+        driver=ref.driver,
+        block_shape=ref.block_shape,
+        descriptions=tuple(d for i in infos for d in i.descriptions),
+        members=tuple(infos),
+    )
+
+
+class StackReader:
+    """Windowed reader of a band stack (:func:`open_stack`) on the grid of its finest file.
+
+    Files on that grid are read as they are; the others are read through a fractional source
+    window resampled onto the window's pixels (GDAL, ``resampling``; bilinear suits
+    reflectance), window by window, so the result does not depend on the window layout.
+    Thread-safe and picklable like :class:`SceneReader`.
+    """
+
+    def __init__(self, info: SceneInfo, resampling: str = "bilinear"):
+        from rasterio.enums import Resampling
+
+        if resampling not in Resampling.__members__:
+            raise InputError(f"resampling={resampling!r} is not a GDAL resampling; use one of "
+                             f"{', '.join(m for m in Resampling.__members__ if not m.startswith('_'))}")
+        self.info = info
+        self.resampling = resampling
+        self._readers = [SceneReader(m.uri) for m in (info.members or (info,))]
+        self._maps = [self._mapping(m.grid, info.grid) for m in (info.members or (info,))]
+
+    @staticmethod
+    def _mapping(g: Grid, ref: Grid) -> tuple[float, float, float, float, int, int] | None:
+        """``(row0, col0, row_scale, col_scale, height, width)``: file pixel = offset + scale * scene
+        pixel, and the file's size; None when the file is on the scene grid."""
+        a, _, c, _, e, f = g.transform
+        ra, _, rc, _, re, rf = ref.transform
+        row0, col0 = (rf - f) / e, (rc - c) / a
+        sy, sx = re / e, ra / a
+        if (g.height, g.width) == (ref.height, ref.width) and abs(row0) < 1e-6 and abs(col0) < 1e-6 \
+                and abs(sy - 1) < 1e-9 and abs(sx - 1) < 1e-9:
+            return None
+        return (row0, col0, sy, sx, g.height, g.width)
+
+    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``win`` of the scene grid: ``(data (bands, h, w), valid (h, w) bool)``; valid in every file."""
+        parts = []
+        valid = None
+        for reader, mp in zip(self._readers, self._maps, strict=True):
+            if mp is None:
+                d, v = reader.read(win)
+            else:
+                row0, col0, sy, sx, fh, fw = mp
+                r0, c0 = max(0.0, row0 + sy * win.row_off), max(0.0, col0 + sx * win.col_off)
+                r1 = min(float(fh), row0 + sy * (win.row_off + win.height))  # extents agree to 1 % of a
+                c1 = min(float(fw), col0 + sx * (win.col_off + win.width))  # pixel: clamp the rounding
+                d, v = reader.read_onto((r0, c0, r1 - r0, c1 - c0), (win.height, win.width), self.resampling)
+            parts.append(d)
+            valid = v if valid is None else (valid & v)
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        assert valid is not None
+        return data, valid
+
+    def close_thread(self) -> None:
+        """Close the calling thread's datasets (see :meth:`SceneReader.close_thread`)."""
+        for r in self._readers:
+            r.close_thread()
+
+    def close(self) -> None:
+        """Close every dataset."""
+        for r in self._readers:
+            r.close()
+
+    def __enter__(self) -> StackReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def sha256_of(uri: str, block_bytes: int = 8 << 20) -> str:
     """Streaming sha256 of a file (path or URL), hex."""
-    h = hashlib.sha256()
-    with open_file(uri, "rb") as f:
-        while chunk := f.read(block_bytes):
-            h.update(chunk)
-    return h.hexdigest()
+    from unetgeo.io.uri import sha256_of as _sha
+
+    return str(_sha(uri, block_bytes=block_bytes))
 
 
 class RasterWriter:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import fsspec
+if TYPE_CHECKING:
+    import fsspec
 
 
 def is_url(uri: str | os.PathLike) -> bool:
@@ -23,7 +26,9 @@ def local_path(uri: str | os.PathLike) -> Path:
 
 
 def fs_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(filesystem, path within it)`` for any URI."""
+    """``(filesystem, path within it)`` for any URI (fsspec is imported only when a URL needs it)."""
+    import fsspec
+
     fs, path = fsspec.core.url_to_fs(str(uri))
     return fs, path
 
@@ -59,7 +64,12 @@ def remove(uri: str) -> None:
 
 
 def rename(src: str, dst: str) -> None:
-    """Publish ``src`` as ``dst``: atomic ``os.replace`` locally, copy-then-delete on object stores."""
+    """Publish ``src`` as ``dst``: atomic ``os.replace`` locally, copy-then-delete on object stores.
+
+    Object stores have no rename, so every object is copied (concurrently); the root metadata
+    files (``zarr.json``, ``.zarray``, ``.zattrs``, ``.zgroup``) are copied last, so a reader
+    that opens ``dst`` only finds it once all of its chunks are there.
+    """
     if not is_url(src):
         d = local_path(dst)
         if d.is_dir():
@@ -68,9 +78,42 @@ def rename(src: str, dst: str) -> None:
         return
     fs, s = fs_for(src)
     _, d = fs_for(dst)
+    s, d = s.rstrip("/"), d.rstrip("/")
     if fs.exists(d):
         fs.rm(d, recursive=True)
-    fs.mv(s, d, recursive=True)
+    if not fs.isdir(s):
+        fs.copy(s, d)
+        fs.rm(s)
+        return
+    files = [f for f in fs.find(s) if f.rstrip("/") != s]
+    last = [f for f in files if f.rsplit("/", 1)[-1] in _ROOT_METADATA and f.rsplit("/", 1)[0] == s]
+    first = [f for f in files if f not in last]
+    for group in (first, last):
+        if group:
+            fs.copy(group, [d + f[len(s):] for f in group])
+    fs.rm(s, recursive=True)
+
+
+_ROOT_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+
+def fingerprint(uri: str) -> dict[str, Any]:
+    """Cheap identity of a file without reading it: size plus mtime (local) or ETag (object store).
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+    """
+    if not is_url(uri):
+        st = local_path(uri).stat()
+        return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    fs, path = fs_for(uri)
+    info = fs.info(path)
+    out: dict[str, Any] = {"size": int(info.get("size") or 0)}
+    for k in ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime", "updated"):
+        if info.get(k) is not None:
+            out[k] = str(info[k])
+            break
+    return out
 
 
 def makedirs(uri: str) -> None:
@@ -85,3 +128,30 @@ def join(base: str, *parts: str) -> str:
     for p in parts:
         out += "/" + p.strip("/")
     return out
+
+
+def sha256_of(uri: str, *, stop: threading.Event | None = None, block_bytes: int = 4 << 20) -> str | None:
+    """Streaming sha256 of a file (path or URL), hex; None if ``stop`` was set before the end.
+
+    Reads into one reused buffer (memory stays flat whatever the file size); the hashing
+    releases the GIL, so it runs beside other threads' work.
+    """
+    h = hashlib.sha256()
+    buf = bytearray(block_bytes)
+    view = memoryview(buf)
+    with open_file(uri, "rb") as f:
+        readinto = getattr(f, "readinto", None)
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            if readinto is not None:
+                n = readinto(view)
+                if not n:
+                    break
+                h.update(view[:n])
+            else:
+                chunk = f.read(block_bytes)
+                if not chunk:
+                    break
+                h.update(chunk)
+    return h.hexdigest()
