@@ -123,25 +123,10 @@ class CogWriter:
             base = str(U.local_path(self.uri))
         self.stage = base + ".stage.tmp"
         self.tmp = base + ".tmp"
-        profile: dict[str, Any] = dict(
-            driver="GTiff",
-            width=grid.width,
-            height=grid.height,
-            count=count,
-            dtype=dtype,
-            crs=grid.crs_wkt or None,
-            transform=rasterio.Affine(*grid.transform),
-            nodata=nodata,
-            tiled=True,
-            blockxsize=stage_block_px,
-            blockysize=stage_block_px,
-            compress="deflate",
-            zlevel=1,  # the staging file is read once: fast compression
-            BIGTIFF="IF_SAFER",
-            num_threads="ALL_CPUS",
-        )
-        if predictor is not None:
-            profile["predictor"] = predictor
+        from unetgeo.io.scene import geotiff_profile
+
+        # the staging file is read once: fast compression
+        profile = geotiff_profile(grid, count, dtype, nodata, block_px=stage_block_px, predictor=predictor, zlevel=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self.stage, "w", **profile)

@@ -479,6 +479,41 @@ def sha256_of(uri: str, block_bytes: int = 8 << 20) -> str:
     return str(_sha(uri, block_bytes=block_bytes))
 
 
+def geotiff_profile(
+    grid: Grid,
+    count: int,
+    dtype: str,
+    nodata: float | None,
+    *,
+    block_px: int = 512,
+    compress: str = "deflate",
+    predictor: int | None = None,
+    bigtiff: str = "IF_SAFER",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Creation options of a tiled GeoTIFF on ``grid`` (rasterio ``open(..., "w", **profile)``)."""
+    profile: dict[str, Any] = dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=count,
+        dtype=dtype,
+        crs=grid.crs_wkt or None,
+        transform=rasterio.Affine(*grid.transform),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=block_px,
+        blockysize=block_px,
+        compress=compress,
+        BIGTIFF=bigtiff,
+        num_threads="ALL_CPUS",
+        **extra,
+    )
+    if predictor is not None:
+        profile["predictor"] = predictor
+    return profile
+
+
 class RasterWriter:
     """Write a tiled GeoTIFF window by window to ``URI.tmp``; :meth:`close` publishes it.
 
@@ -529,24 +564,8 @@ class RasterWriter:
             self._tmpdir = None
             self.tmp = self.uri + ".tmp"
             U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        profile: dict[str, Any] = dict(
-            driver="GTiff",
-            width=grid.width,
-            height=grid.height,
-            count=count,
-            dtype=dtype,
-            crs=grid.crs_wkt or None,
-            transform=rasterio.Affine(*grid.transform),
-            nodata=nodata,
-            tiled=True,
-            blockxsize=block_px,
-            blockysize=block_px,
-            compress=compress,
-            BIGTIFF=bigtiff,
-            num_threads="ALL_CPUS",
-        )
-        if predictor is not None:
-            profile["predictor"] = predictor
+        profile = geotiff_profile(grid, count, dtype, nodata, block_px=block_px, compress=compress,
+                                  predictor=predictor, bigtiff=bigtiff)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self.tmp, "w", **profile)
