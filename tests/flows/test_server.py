@@ -2,7 +2,8 @@
 
 Everything listens on 127.0.0.1 only and lives in a temporary PREFECT_HOME; the server and the
 worker are killed (process groups) whatever happens. 45-62 s on a busy 2-core machine (server
-start 10-13 s, worker + flow-run subprocess + run 24-27 s): marked slow (`make test-all`).
+start 10-13 s, worker + flow-run subprocess + run 24-27 s). It stays in the default suite: the
+server and the deployments are what operators use, so CI must start them for real.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
