@@ -142,7 +142,8 @@ class InferenceSpec(_Frozen):
     )
     max_forward_batch: int | None = Field(
         default=None, ge=1,
-        description="most images in one forward pass; None = batch_size x symmetries (all flips of a batch together)",
+        description="most images in one forward pass; None = on CUDA batch_size x symmetries (all flips of a "
+        "batch in one pass), on CPU batch_size (larger passes are slower per pixel there)",
     )
 
     @model_validator(mode="after")
