@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from unetgeo.config import InferenceSpec  # noqa: E402
+from unetgeo.grid import Window  # noqa: E402
 from unetgeo.infer import predict_array, predict_tiles  # noqa: E402
 from unetgeo.io.scene import SceneReader, open_scene  # noqa: E402
 from unetgeo.io.store import open_store  # noqa: E402
-from unetgeo.grid import Window  # noqa: E402
 from unetgeo.model import load_bundle, normalise  # noqa: E402
 from unetgeo.synthetic import make_scene  # noqa: E402
 from unetgeo.tiling import make_tiles  # noqa: E402

@@ -48,8 +48,8 @@ def test_halo_window_pads_to_stride_and_crops_back(h: int, w: int, t: int, halo:
         # the read window lies inside the scene
         assert hw.read.row_off >= 0 and hw.read.col_off >= 0
         assert hw.read.row_off + hw.read.height <= h and hw.read.col_off + hw.read.width <= w
-        t_, b, l, r = hw.pad
-        padded = np.pad(scene[hw.read.slices], ((t_, b), (l, r)), mode="edge")
+        t_, b, left, right = hw.pad
+        padded = np.pad(scene[hw.read.slices], ((t_, b), (left, right)), mode="edge")
         assert padded.shape == (ph, pw)
         np.testing.assert_array_equal(padded[hw.crop], scene[core.slices])
 

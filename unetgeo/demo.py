@@ -40,8 +40,10 @@ def run_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: bool
     Returns:
         The run's summary (also in ``out_dir/summary.json``).
     """
-    from flows.cli_entry import prestart, run_scene_flow  # Prefect lives in flows/; imported only here
-
+    from flows.cli_entry import (  # Prefect lives in flows/; imported only here
+        prestart,
+        run_scene_flow,
+    )
     from unetgeo.synthetic import make_flood_pair
     from unetgeo.train import train
 

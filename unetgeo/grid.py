@@ -175,8 +175,8 @@ class HaloWindow:
     @property
     def padded_shape(self) -> tuple[int, int]:
         """``(height, width)`` of the padded array."""
-        t, b, l, r = self.pad
-        return (self.read.height + t + b, self.read.width + l + r)
+        top, bottom, left, right = self.pad
+        return (self.read.height + top + bottom, self.read.width + left + right)
 
 
 def halo_window(core: Window, halo_px: int, height: int, width: int, stride: int = 32) -> HaloWindow:
