@@ -203,3 +203,20 @@ def test_workers_share_chunks_and_match_one_process(tmp_path: Path) -> None:
     assert two.n_written == 9 and "2 Dask workers" in two.device
     np.testing.assert_allclose(open_store(two.probs_uri)[:].astype(np.float32),
                                open_store(one.probs_uri)[:].astype(np.float32), atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_auto_batch_fits_gpu_memory_and_changes_nothing(tmp_path: Path) -> None:
+    from unetgeo.infer import fit_batch_size
+
+    scene = _scene(tmp_path / "s.tif", 256)
+    model_dir = _bundle(tmp_path / "model")
+    model, meta = load_bundle(str(model_dir), device="cuda")
+    spec = InferenceSpec(device="cuda", batch_size=2)
+    assert fit_batch_size(model, 5, (192, 192), torch.device("cuda"), spec, meta.stride, None) >= 1
+    assert fit_batch_size(model, 5, (192, 192), torch.device("cpu"), spec, meta.stride, None) == 2
+    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
+    a = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "a.zarr"), inference=spec)
+    b = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "b.zarr"),
+                      inference=spec.model_copy(update={"auto_batch": False}))
+    assert (open_store(a.probs_uri)[:].argmax(0) == open_store(b.probs_uri)[:].argmax(0)).mean() > 0.99

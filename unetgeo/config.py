@@ -137,6 +137,9 @@ class InferenceSpec(_Frozen):
         default="auto", description="autocast dtype; auto = bf16 (or fp16) on CUDA, fp32 on CPU"
     )
     channels_last: bool | None = Field(default=None, description="NHWC memory layout; None = on CUDA only")
+    auto_batch: bool = Field(
+        default=True, description="on CUDA, raise batch_size to fill 60 % of free GPU memory (CPU: unchanged)"
+    )
     workers: int | None = Field(
         default=None, ge=1, description="Dask worker processes sharing the chunks; None = one per CUDA device (1 on CPU)"
     )

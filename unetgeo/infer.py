@@ -400,6 +400,44 @@ def _predict_on_workers(
     return mpx, f"{n_workers} Dask workers ({', '.join(sorted(set(devices)))})"
 
 
+def fit_batch_size(
+    model: torch.nn.Module,
+    in_channels: int,
+    window_shape: tuple[int, int],
+    device: torch.device,
+    spec: InferenceSpec,
+    stride: int,
+    autocast_dtype: torch.dtype | None,
+    *,
+    mem_fraction: float = 0.6,
+    limit: int = 256,
+) -> int:
+    """Windows per batch that fit in ``mem_fraction`` of the free GPU memory (CUDA only).
+
+    Measures the peak memory of one window's fused forward pass (all scales and symmetries of
+    ``spec``) and divides the free memory by it (at least 1, at most ``limit``). On a CPU, or with
+    ``spec.auto_batch`` off, ``spec.batch_size`` is returned: larger batches are not faster on a CPU.
+    """
+    if device.type != "cuda" or not spec.auto_batch:
+        return spec.batch_size
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    x = torch.zeros(1, in_channels, *window_shape, device=device)
+    with torch.inference_mode():
+        fuse_predict(model, x, scales=spec.scales, flips=spec.flips, d4=spec.d4, stride=stride,
+                     autocast_dtype=autocast_dtype)
+    per_window = max(1, torch.cuda.max_memory_allocated(device) - base)
+    del x
+    torch.cuda.empty_cache()
+    fitted = int(free * mem_fraction // per_window)
+    batch = max(1, min(limit, fitted))
+    log.info("batch size %d fits %.0f %% of %.1f GiB free (%.0f MiB per window of %s)", batch,
+             mem_fraction * 100, free / 2**30, per_window / 2**20, window_shape)
+    return batch
+
+
 def predict_windows(
     tiles_uri: str,
     valid_uri: str,
@@ -433,18 +471,27 @@ def predict_windows(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     halos = (halo_window(w, spec.halo_px, grid.height, grid.width, meta.stride) for w in windows)
+    full = halo_window(Window(0, 0, min(grid.height, int(tiles.chunks[-2])), min(grid.width, int(tiles.chunks[-1]))),
+                       spec.halo_px, grid.height, grid.width, meta.stride).padded_shape
+    batch_size = fit_batch_size(model, len(meta.in_bands), full, dev, spec, meta.stride, autocast_dtype)
     bar = _progress(progress, len(windows), "predict")
     mpx = 0.0
+    pinned: torch.Tensor | None = None  # one reused page-locked host buffer for GPU transfers
     # On a GPU all same-shape variants of a batch go through one pass; on a CPU, passes larger than
     # the window batch run slower per pixel (measured: 12 images of 640² cost 1.19x four passes
     # of 4), so the concatenated variants are fed in micro-batches of batch_size there.
     n_var = len(_variants(spec.flips, spec.d4))
-    max_batch = spec.max_forward_batch or (spec.batch_size * n_var if cuda else spec.batch_size)
+    max_batch = spec.max_forward_batch or (batch_size * n_var if cuda else batch_size)
     with torch.inference_mode():
-        for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * spec.batch_size), spec.batch_size):
+        for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * batch_size), batch_size):
             xb = torch.from_numpy(np.stack([it.x for it in batch]))
             if cuda:
-                xb = xb.pin_memory().to(dev, non_blocking=True)
+                if pinned is None or pinned.shape[1:] != xb.shape[1:] or pinned.shape[0] < xb.shape[0]:
+                    pinned = torch.empty((batch_size, *xb.shape[1:]), dtype=xb.dtype).pin_memory()
+                host = pinned[: xb.shape[0]]
+                # safe to refill: the previous batch's `probs.cpu()` waited for its copy to finish
+                host.copy_(xb)
+                xb = host.to(dev, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             probs = fuse_predict(
