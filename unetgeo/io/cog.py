@@ -34,6 +34,7 @@ from rasterio.windows import Window as RioWindow
 from unetgeo.errors import SceneReadError
 from unetgeo.grid import Grid, Window
 from unetgeo.io import uri as U
+from unetgeo.io.uri import PublishOnExit
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def hex_to_rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
     return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha)
 
 
-class CogWriter:
+class CogWriter(PublishOnExit):
     """Write a raster window by window and publish it as a COG with internal overviews.
 
     Args:
@@ -208,15 +209,6 @@ class CogWriter:
             _remove_local(p)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> CogWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _remove_local(path: str) -> None:

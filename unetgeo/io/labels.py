@@ -98,6 +98,21 @@ def is_vector_file(uri: str) -> bool:
     return s.endswith((".geojson", ".json", ".shp", ".gpkg", ".fgb", ".parquet", ".geoparquet", ".zip"))
 
 
+def _label_store(out_uri: str, grid: Grid, tile_px: int, source_uri: str, run_key: str) -> Any:
+    """The resumable ``labels.zarr`` writer: ``(y, x)`` uint8 on ``grid``, 255 = ignore."""
+    from unetgeo.io.store import ChunkedStoreWriter
+
+    return ChunkedStoreWriter(
+        out_uri,
+        shape=(grid.height, grid.width),
+        chunk_px=tile_px,
+        dtype="uint8",
+        fill_value=IGNORE,
+        attrs={**grid.to_attrs(), "nodata": IGNORE, "source": {"uri": source_uri}},
+        run_key=run_key,
+    )
+
+
 def write_raster_label_store(
     labels_uri: str,
     grid: Grid,
@@ -125,20 +140,11 @@ def write_raster_label_store(
         LabelError: a label value is not a class id.
     """
     from unetgeo.io.scene import SceneReader, crs_equal, open_scene
-    from unetgeo.io.store import ChunkedStoreWriter
 
     info = open_scene(labels_uri, need_crs=False)
     same_grid(grid, info.grid, image_uri, labels_uri, crs_equal=crs_equal)
     lut = _lut_from_class_map(class_map, n_classes, labels_uri)
-    w = ChunkedStoreWriter(
-        out_uri,
-        shape=(grid.height, grid.width),
-        chunk_px=tile_px,
-        dtype="uint8",
-        fill_value=IGNORE,
-        attrs={**grid.to_attrs(), "nodata": IGNORE, "source": {"uri": labels_uri}},
-        run_key=run_key,
-    )
+    w = _label_store(out_uri, grid, tile_px, labels_uri, run_key)
     if w.already_complete:
         return out_uri
     with SceneReader(labels_uri) as r:
@@ -312,7 +318,6 @@ def write_vector_label_store(
     from rasterio.features import rasterize
     from shapely import STRtree, box
 
-    from unetgeo.io.store import ChunkedStoreWriter
 
     gdf, declared = _read_vector(vector_uri)
     if len(gdf) == 0:
@@ -324,15 +329,7 @@ def write_vector_label_store(
     keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
     geoms, ids = geoms[keep], ids[keep]
     tree = STRtree(geoms)
-    w = ChunkedStoreWriter(
-        out_uri,
-        shape=(grid.height, grid.width),
-        chunk_px=tile_px,
-        dtype="uint8",
-        fill_value=IGNORE,
-        attrs={**grid.to_attrs(), "nodata": IGNORE, "source": {"uri": vector_uri}},
-        run_key=run_key,
-    )
+    w = _label_store(out_uri, grid, tile_px, vector_uri, run_key)
     if w.already_complete:
         return out_uri
     for win in iter_tile_windows(grid.height, grid.width, tile_px):

@@ -23,7 +23,7 @@ from rasterio.windows import Window as RioWindow
 
 from unetgeo.errors import GridMismatchError, InputError, SceneReadError
 from unetgeo.grid import Grid, Window, check_north_up
-from unetgeo.io.uri import is_url, open_file
+from unetgeo.io.uri import PublishOnExit, is_url, open_file
 
 log = logging.getLogger(__name__)
 
@@ -514,7 +514,7 @@ def geotiff_profile(
     return profile
 
 
-class RasterWriter:
+class RasterWriter(PublishOnExit):
     """Write a tiled GeoTIFF window by window to ``URI.tmp``; :meth:`close` publishes it.
 
     Local paths only need ``rasterio``; for URLs the file is built in a local temp folder and
@@ -619,12 +619,3 @@ class RasterWriter:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
             else:
                 U.remove(self.tmp)
-
-    def __enter__(self) -> RasterWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -155,3 +155,26 @@ def sha256_of(uri: str, *, stop: threading.Event | None = None, block_bytes: int
                     break
                 h.update(chunk)
     return h.hexdigest()
+
+
+class PublishOnExit:
+    """Context-manager protocol of the ``*.tmp``-then-rename writers.
+
+    Leaving the ``with`` block normally calls ``close()`` (which publishes the output); leaving it
+    with an exception calls ``abort()`` (which deletes the partial output).
+    """
+
+    def close(self) -> Any:  # pragma: no cover - subclasses implement it
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - subclasses implement it
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -23,13 +23,14 @@ import pyogrio.raw
 
 from unetgeo.errors import InputError
 from unetgeo.io import uri as U
+from unetgeo.io.uri import PublishOnExit
 
 log = logging.getLogger(__name__)
 
 SHP_EXTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
-class PolygonWriter:
+class PolygonWriter(PublishOnExit):
     """Append polygons to a GeoPackage (one layer per class) and optionally a Shapefile.
 
     Args:
@@ -153,15 +154,6 @@ class PolygonWriter:
             shutil.rmtree(self.shp_dir, ignore_errors=True)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> PolygonWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 @contextmanager
