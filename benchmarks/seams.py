@@ -35,11 +35,16 @@ from unetgeo.tiling import make_tiles  # noqa: E402
 
 def quick_model(work: Path) -> Path:
     from unetgeo.config import ModelSpec, SceneLabels, load_config
+    from unetgeo.errors import ModelBundleError
+    from unetgeo.model import check_bundle
     from unetgeo.train import train
 
     model_dir = work / "model"
-    if (model_dir / "model.json").exists():
+    try:
+        check_bundle(str(model_dir))  # a complete bundle from an earlier run is reused
         return model_dir
+    except ModelBundleError:
+        pass
     tr = make_scene(str(work / "train.tif"), str(work / "train_labels.tif"), size_px=512, seed=7, flood_level=1.3)
     base = load_config(None)
     cfg = load_config(

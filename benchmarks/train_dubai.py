@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: all cores, or 1 when the machine is already busy; see unetgeo.train.train)")
     p.add_argument("--config", default=str(ROOT / "configs" / "dubai_landcover.yaml"))
-    p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoint.json + checkpoint.safetensors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--eval-only", action="store_true", help="skip training; score MODEL_DIR on tile 6")
     p.add_argument("--fused-scales", default="0.75,1.0,1.25", help="scales of the fused evaluation (with flips)")
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from unetgeo.config import load_config
+    from unetgeo.model import check_bundle
     from unetgeo.train import train
 
     data = Path(os.environ.get("UNETGEO_SHARED_DATA", ROOT.parent / "shared" / "data")) / "dubai_landcover"
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.eval_only:
         train(cfg, a.out, progress=not a.quiet, resume=a.resume, max_seconds=a.minutes * 60)
     wall = time.perf_counter() - t0
-    meta = json.loads((Path(a.out) / "model.json").read_text())
+    meta = dict(check_bundle(a.out).raw)
     m = meta["metrics"]
     summary = meta["training_summary"]
     print()

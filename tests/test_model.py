@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from unetgeo.config import ModelSpec
+from unetgeo.config import ClassSpec, ModelSpec
 from unetgeo.errors import BandMismatchError, ConfigError, ModelBundleError
-from unetgeo.model import ModelMeta, build_model, check_bands, load_bundle, normalise, save_bundle
+from unetgeo.model import (
+    ModelMeta,
+    build_model,
+    bundle_meta,
+    check_bands,
+    check_bundle,
+    load_bundle,
+    normalise,
+    save_bundle,
+)
 
 SMALL = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
 BANDS = ["blue", "green", "red", "nir", "swir"]
@@ -25,19 +34,9 @@ def _one_thread():
 
 
 def _meta(**over) -> dict:
-    meta = {
-        "name": "t",
-        "arch": SMALL.arch,
-        "encoder": SMALL.encoder,
-        "encoder_depth": SMALL.encoder_depth,
-        "decoder_channels": list(SMALL.decoder_channels),
-        "in_bands": BANDS,
-        "norm": {"mean": [100.0, 200, 300, 400, 500], "std": [10.0, 20, 30, 40, 50]},
-        "classes": [{"name": "background", "color": "#d9d9d9"}, {"name": "water", "color": "#1f78b4"}],
-        "tile_px": 256,
-        "metrics": {"miou": 0.5},
-        "training": {},
-    }
+    classes = [ClassSpec(name="background", color="#d9d9d9"), ClassSpec(name="water", color="#1f78b4")]
+    meta = bundle_meta(SMALL, BANDS, classes, mean=[100.0, 200, 300, 400, 500], std=[10.0, 20, 30, 40, 50],
+                       tile_px=256, name="t", metrics={"miou": 0.5})
     meta.update(over)
     return meta
 
@@ -167,3 +166,67 @@ def test_local_encoder_weights_are_loaded_and_adapted(tmp_path, suffix):
     torch.testing.assert_close(w[:, 3], sd["conv1.weight"][:, 0] * 0.6)
     with pytest.raises(ConfigError, match="file not found"):
         build_model(SMALL.model_copy(update={"encoder_weights": str(tmp_path / "none.pth")}), 5, 2)
+
+
+def test_bundle_meta_is_what_model_json_holds(tmp_path):
+    meta = bundle_meta(SMALL, BANDS, ["land", {"name": "water", "color": "#1f78b4", "rgb": (0, 0, 255)}],
+                       mean=[1.0] * 5, std=[2.0] * 5, tile_px=128, name="x", summary={"steps": 3})
+    assert meta["stride"] == 8 and meta["decoder_channels"] == [32, 16, 8] and meta["training_summary"] == {"steps": 3}
+    assert meta["classes"] == [{"name": "land", "color": "#808080"}, {"name": "water", "color": "#1f78b4", "rgb": [0, 0, 255]}]
+    save_bundle(str(tmp_path / "m"), build_model(SMALL, 5, 2), meta)
+    raw = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert {k: raw[k] for k in meta} == meta and raw["model_id"].startswith("x-")
+    with pytest.raises(ModelBundleError, match=r"model.json of 'x'.*norm has 4 means"):
+        bundle_meta(SMALL, BANDS, ["a", "b"], mean=[1.0] * 4, std=[1.0] * 4, tile_px=128, name="x")
+
+
+def _one_line_error(d) -> str:
+    with pytest.raises(ModelBundleError) as e:
+        check_bundle(str(d))
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_check_bundle_validates_without_reading_the_weights(tmp_path, monkeypatch):
+    d = tmp_path / "mdl"
+    m = build_model(SMALL, 5, 2)
+    save_bundle(str(d), m, _meta())
+
+    def no_read(*a, **k):
+        raise AssertionError("weights read")
+
+    monkeypatch.setattr("unetgeo.io.bundle.read_weights", no_read)
+    meta = check_bundle(str(d))
+    assert meta.in_bands == tuple(BANDS) and meta.n_classes == 2 and meta.stride == 8
+    # missing weights
+    blob = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").unlink()
+    assert "mdl: model.safetensors is missing" in _one_line_error(d)
+    # truncated weights (an interrupted copy)
+    (d / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    msg = _one_line_error(d)
+    assert "model.safetensors" in msg and "truncated" in msg
+    (d / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    assert "not a safetensors file" in _one_line_error(d)
+    # weights of another architecture under this model.json
+    other = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=4, decoder_channels=(32, 16, 8, 4))
+    save_bundle(str(tmp_path / "other"), build_model(other, 5, 2), _meta(encoder_depth=4, decoder_channels=[32, 16, 8, 4]))
+    (d / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    msg = _one_line_error(d)
+    assert "model.safetensors: weights do not fit Unet/resnet18 depth 3" in msg and "unexpected" in msg
+    # the same architecture for 4 bands: every name fits, one shape does not
+    save_bundle(str(tmp_path / "four"), build_model(SMALL, 4, 2), _meta())
+    (d / "model.safetensors").write_bytes((tmp_path / "four" / "model.safetensors").read_bytes())
+    assert "encoder.conv1.weight [64, 4, 7, 7] (want [64, 5, 7, 7])" in _one_line_error(d)
+
+
+def test_check_bundle_refuses_an_inconsistent_model_json(tmp_path):
+    d = tmp_path / "mdl"
+    save_bundle(str(d), build_model(SMALL, 5, 2), _meta())
+    raw = json.loads((d / "model.json").read_text())
+    (d / "model.json").write_text(json.dumps({**raw, "stride": 32, "in_bands": ["b", "b", "r", "n", "s"]}))
+    msg = _one_line_error(d)
+    assert "mdl/model.json: inconsistent" in msg and "stride=32" in msg and "['b']" in msg
+    (d / "model.json").write_text("{not json")
+    assert "model.json: not valid JSON" in _one_line_error(d)

@@ -1,4 +1,4 @@
-"""Training: class weights, ignore index, block split, chip sampling, bundle, resume."""
+"""Training: class weights, ignore index, block split, chip sampling, bundle (resume: test_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -45,10 +45,16 @@ def _scene(tmp_path, size: int = 160, seed: int = 0) -> tuple[str, str]:
         ds.write(img)
         for i, b in enumerate(BANDS, start=1):
             ds.set_band_description(i, b)
-    with rasterio.open(lp, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8",
-                       crs="EPSG:32633", transform=t, nodata=255) as ds:
-        ds.write(lab, 1)
+    _write_labels(lp, lab)
     return str(ip), str(lp)
+
+
+def _write_labels(path, lab: np.ndarray, nodata: float | None = 255) -> str:
+    """A label GeoTIFF on the grid of :func:`_scene` (same size, transform and CRS)."""
+    with rasterio.open(path, "w", driver="GTiff", width=lab.shape[1], height=lab.shape[0], count=1, dtype=lab.dtype,
+                       crs="EPSG:32633", transform=Affine(10, 0, 600000, 0, -10, 5000000), nodata=nodata) as ds:
+        ds.write(lab, 1)
+    return str(path)
 
 
 def _config(image: str, labels: str, **training):
@@ -116,7 +122,7 @@ def test_lr_schedule_warms_up_then_decays():
 def test_split_scan_and_chips_never_straddle_validation(tmp_path):
     ip, lp = _scene(tmp_path)
     cfg = _config(ip, lp, val_block_px=32, val_fraction=0.3)
-    regions, norm = T._build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
+    regions, norm = T.build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
     (reg,) = regions
     assert reg.val_blocks.shape == (5, 5) and reg.val_blocks.sum() == 8  # round(0.3 * 25)
     assert len(norm.mean) == 5 and norm.mean[3] > norm.mean[0]  # nir brighter than blue on land
@@ -147,7 +153,7 @@ def test_train_writes_bundle_metrics_and_report(tmp_path):
     cfg = _config(ip, lp)
     res = T.train(cfg, str(tmp_path / "model"), work_dir=str(tmp_path / "work"))
     out = tmp_path / "model"
-    for name in ("model.safetensors", "model.json", "training_report.png", "checkpoint.pt"):
+    for name in ("model.safetensors", "model.json", "training_report.png", "checkpoint.safetensors", "checkpoint.json"):
         assert (out / name).is_file(), name
     assert res.epochs_run == 2 and len(res.history) == 2 and res.best_epoch in (1, 2)
     meta = json.loads((out / "model.json").read_text())
@@ -164,46 +170,6 @@ def test_train_writes_bundle_metrics_and_report(tmp_path):
     model, mm = load_bundle(str(out))
     assert mm.model_id.startswith("flood-")
     assert meta["training"]["training"]["chip_px"] == 64
-
-
-def test_resume_continues_from_the_epoch_it_stopped_at(tmp_path, monkeypatch):
-    ip, lp = _scene(tmp_path)
-    cfg = _config(ip, lp, epochs=3)
-    full = T.train(cfg, str(tmp_path / "full"), work_dir=str(tmp_path / "work"))
-    full_sd = load_bundle(str(tmp_path / "full"))[0].state_dict()
-
-    real_validate = T.validate
-    calls = {"n": 0}
-
-    def crash_on_second(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed during epoch 2")
-        return real_validate(*a, **k)
-
-    monkeypatch.setattr(T, "validate", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, str(tmp_path / "part"), work_dir=str(tmp_path / "work"))
-    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
-    assert ck["epoch"] == 1 and ck["global_step"] == 2
-    monkeypatch.setattr(T, "validate", real_validate)
-
-    batches = {"n": 0}
-    real_batch = T._make_batch
-
-    def count(*a, **k):
-        batches["n"] += 1
-        return real_batch(*a, **k)
-
-    monkeypatch.setattr(T, "_make_batch", count)
-    res = T.train(cfg, str(tmp_path / "part"), work_dir=str(tmp_path / "work"), resume=True)
-    assert batches["n"] == 2 * 2  # only epochs 2 and 3 ran, 2 steps each
-    assert res.epochs_run == 3
-    assert [h["epoch"] for h in res.history] == [1, 2, 3]
-    assert [h["train_loss"] for h in res.history] == pytest.approx([h["train_loss"] for h in full.history])
-    sd = load_bundle(str(tmp_path / "part"))[0].state_dict()
-    for k in full_sd:
-        torch.testing.assert_close(sd[k], full_sd[k])
 
 
 def test_train_from_vector_labels(tmp_path):
@@ -270,10 +236,10 @@ def test_val_scenes_hold_out_whole_scenes(tmp_path):
     ip, lp = _scene(a, size=96, seed=1)
     vp, vl = _scene(b, size=96, seed=2)
     cfg = _config(ip, lp, val_scenes=[{"image": vp, "labels": vl}], val_block_px=32)
-    regions, norm = T._build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
+    regions, norm = T.build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
     assert [r.name for r in regions] == ["scene", "scene_2"]
     assert not regions[0].val_blocks.any() and regions[1].val_blocks.all()
-    wins = T._val_windows(regions, 0)
+    wins = T.val_windows(regions, 0)
     assert {ri for ri, _ in wins} == {1} and len(wins) == 9
     scan = T.scan_labels(regions, 2, np.random.default_rng(1))
     sampler = T.ChipSampler(regions, scan, 32, 0.5)
@@ -288,9 +254,85 @@ def test_chunk_cache_assembles_windows_across_chunks():
     data = rng.integers(0, 1000, size=(3, 100, 130)).astype(np.uint16)
     arr = zarr.create_array(store={}, shape=data.shape, chunks=(3, 32, 32), dtype="uint16")
     arr[:] = data
-    cache = T._ChunkCache(arr, 32, max_bytes=4 * 3 * 32 * 32 * 2)  # room for 4 chunks only
+    cache = T.ChunkCache(arr, 32, max_bytes=4 * 3 * 32 * 32 * 2)  # room for 4 chunks only
     for _ in range(50):
         r0, c0 = int(rng.integers(0, 99)), int(rng.integers(0, 129))
         h, w = int(rng.integers(1, 101 - r0)), int(rng.integers(1, 131 - c0))
         np.testing.assert_array_equal(cache.read(Window(r0, c0, h, w)), data[:, r0 : r0 + h, c0 : c0 + w])
-    assert len(cache._cache) <= 4
+    assert len(cache) <= 4
+
+
+def test_ignore_values_are_left_out_of_loss_and_validation(tmp_path):
+    """Sen1Floods11-style int16 labels: -1 = not labelled, 0 = land, 1 = water."""
+    from unetgeo.errors import LabelError
+
+    ip, lp = _scene(tmp_path)
+    with rasterio.open(lp) as ds:
+        lab = ds.read(1).astype(np.int16)
+    lab[lab == 255] = 0
+    lab[100:130, 20:100] = -1  # an unlabelled patch
+    lp16 = _write_labels(tmp_path / "s1f11.tif", lab, nodata=None)
+    with pytest.raises(LabelError, match=r"values \[-1\].*ignore_values"):
+        T.build_regions(_config(ip, lp16), str(tmp_path / "w0"), np.random.default_rng(0), False)
+    for extra in ({"ignore_values": [-1]}, {"class_map": {"-1": 255, "0": 0, "1": 1}}):
+        cfg = _config(ip, lp16, val_block_px=32, val_fraction=0.3)
+        cfg = load_config(None, **{**cfg.model_dump(exclude={"training"}), "training": {
+            **cfg.training.model_dump(), "scenes": [{"image": ip, "labels": lp16, **extra}]}})
+        work = tmp_path / f"w{len(extra)}{'class_map' in extra}"
+        (reg,), _ = T.build_regions(cfg, str(work), np.random.default_rng([0, 1]), False)  # train's split rng
+        got = reg.read_labels(Window(0, 0, 160, 160))
+        assert (got[100:130, 20:100] == 255).all() and (got[:, :6] == 255).all()
+        np.testing.assert_array_equal(got[:100, 6:], lab[:100, 6:])
+    res = T.train(cfg, str(tmp_path / "model"), work_dir=str(work))
+    val = reg.val_blocks.repeat(32, 0).repeat(32, 1)
+    assert res.metrics["n_pixels"] == int((val & (got != 255)).sum())  # -1 and nodata pixels not scored
+
+
+def test_one_class_vector_labels_are_refused_with_the_background_rule(tmp_path):
+    import geopandas as gpd
+    from shapely import box
+
+    from unetgeo.errors import LabelError
+
+    ip, _ = _scene(tmp_path)
+    gpd.GeoDataFrame({"cls": ["river"]}, geometry=[box(601210, 4998400, 601320, 5000000)], crs="EPSG:32633").to_file(
+        tmp_path / "v.gpkg")
+    cfg = _config(ip, str(tmp_path / "v.gpkg"))
+    cfg = load_config(None, **{**cfg.model_dump(exclude={"training"}), "training": {
+        **cfg.training.model_dump(), "scenes": [{"image": ip, "labels": str(tmp_path / "v.gpkg"),
+                                                 "class_attribute": "cls", "class_map": {"river": 1}}]}})
+    with pytest.raises(LabelError) as e:
+        T.build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
+    msg = str(e.value)
+    assert "v.gpkg" in msg and "['water']" in msg and '"__other__: 0"' in msg and "'background'" in msg
+
+
+def _block_labels(tmp_path, water_cols: slice) -> str:
+    lab = np.zeros((160, 160), dtype=np.uint8)
+    lab[0:32, water_cols] = 1
+    return _write_labels(tmp_path / f"lab{water_cols.stop}.tif", lab)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_split_gives_every_labelled_class_validation_blocks(tmp_path, seed):
+    ip, _ = _scene(tmp_path)
+    lp = _block_labels(tmp_path, slice(64, 128))  # water in blocks (0, 2) and (0, 3) of 25
+    cfg = _config(ip, lp, val_block_px=32, val_fraction=0.2)
+    (reg,), _ = T.build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(seed), False)
+    assert reg.val_blocks[0, 2] != reg.val_blocks[0, 3]  # one water block on each side
+    assert 5 <= reg.val_blocks.sum() <= 6
+
+
+def test_block_split_stops_with_labelled_pixels_per_split(tmp_path):
+    from unetgeo.errors import LabelError
+
+    ip, _ = _scene(tmp_path)
+    lp = _block_labels(tmp_path, slice(64, 96))  # all water in one block
+    cfg = _config(ip, lp, val_block_px=32, val_fraction=0.2)
+    with pytest.raises(LabelError) as e:
+        T.build_regions(cfg, str(tmp_path / "work"), np.random.default_rng(0), False)
+    msg = str(e.value)
+    assert "class 'water'" in msg and "val_block_px=32" in msg
+    n_train, n_val = (int(v) for v in msg.split("background ")[1].split(",")[0].split("/"))
+    assert n_train + n_val == 160 * (160 - 6) - 32 * 32 and n_val > 0  # every labelled background pixel (exact scan)
+    assert "water 1024/0" in msg  # the whole 32 x 32 water block is in training

@@ -33,26 +33,43 @@ def file_key(uri: str) -> str:
         return f"{uri}|missing"
 
 
-def _lut_from_class_map(class_map: Mapping[str, int] | None, n_classes: int, uri: str) -> np.ndarray | None:
-    """256-entry lookup table raster value -> class id (255 for unmapped), or None (identity)."""
+ValueMap = tuple[np.ndarray, np.ndarray]
+"""Raw label value -> class id: ``(sorted int64 values, uint8 class ids)``; unmapped values are 255."""
+
+
+def _lut_from_class_map(class_map: Mapping[str, int] | None, n_classes: int, uri: str) -> ValueMap | None:
+    """The :data:`ValueMap` of a raster ``class_map`` (keys: any whole raster values, e.g. ``"-1"``), or None."""
     if not class_map:
         return None
-    lut = np.full(256, IGNORE, dtype=np.uint8)
+    table: dict[int, int] = {}
     for k, v in class_map.items():
         try:
-            key = int(float(k))
+            f = float(k)
         except ValueError as e:
-            raise LabelError(f"{uri}: class_map key {k!r} is not a raster value (0..255)") from e
-        if not 0 <= key <= 255:
-            raise LabelError(f"{uri}: class_map key {k!r} is outside 0..255")
+            raise LabelError(f"{uri}: class_map key {k!r} is not a raster value; use whole numbers such as '0' or '-1'") from e
+        if not f.is_integer():
+            raise LabelError(f"{uri}: class_map key {k!r} is not a whole raster value; use whole numbers such as '0' or '-1'")
         if not (0 <= int(v) < n_classes or int(v) == IGNORE):
             raise LabelError(f"{uri}: class_map maps {k!r} to {v}, not a class id 0..{n_classes - 1} (or 255 = ignore)")
-        lut[key] = int(v)
-    return lut
+        table[int(f)] = int(v)
+    keys = np.array(sorted(table), dtype=np.int64)
+    return keys, np.array([table[k] for k in keys.tolist()], dtype=np.uint8)
+
+
+def _apply_value_map(v: np.ndarray, vmap: ValueMap) -> np.ndarray:
+    keys, ids = vmap
+    idx = np.clip(np.searchsorted(keys, v), 0, len(keys) - 1)
+    return np.where(keys[idx] == v, ids[idx], IGNORE).astype(np.uint8)
 
 
 def map_label_values(
-    values: np.ndarray, valid: np.ndarray, n_classes: int, lut: np.ndarray | None, uri: str, win: Window | None = None
+    values: np.ndarray,
+    valid: np.ndarray,
+    n_classes: int,
+    lut: ValueMap | None,
+    uri: str,
+    win: Window | None = None,
+    ignore_values: Sequence[float] = (),
 ) -> np.ndarray:
     """Turn raw label values into class ids ``uint8`` (255 = ignore).
 
@@ -60,13 +77,16 @@ def map_label_values(
         values: ``(h, w)`` raw label values (any numeric dtype).
         valid: ``(h, w)`` bool; False pixels become 255.
         n_classes: number of classes; without ``lut`` values must be ``0..n_classes-1`` or 255.
-        lut: optional 256-entry lookup table from :func:`_lut_from_class_map`.
+        lut: optional value map from :func:`_lut_from_class_map`; values it lacks become 255.
+        ignore_values: raw values meaning "not labelled" (e.g. ``-1``); they become 255.
 
     Raises:
         LabelError: a value that is not a class id (names the file, the values, the fix).
     """
     v = np.asarray(values)
     ok = np.asarray(valid, dtype=bool)
+    if len(ignore_values):
+        ok &= ~np.isin(v, np.asarray(ignore_values, dtype=np.float64))
     if v.dtype.kind == "f":
         ok &= np.isfinite(v)
         v = np.where(ok, v, IGNORE)
@@ -75,17 +95,15 @@ def map_label_values(
             raise LabelError(f"{uri}: label values must be whole class ids, found {np.unique(v[frac])[:5].tolist()}")
     v = v.astype(np.int64)
     if lut is not None:
-        bad = ok & ((v < 0) | (v > 255))
-        if bad.any():
-            raise LabelError(f"{uri}: label values {np.unique(v[bad])[:8].tolist()} are outside 0..255; class_map cannot map them")
-        out = lut[np.clip(v, 0, 255)]
+        out = _apply_value_map(v, lut)
     else:
         bad = ok & ~(((v >= 0) & (v < n_classes)) | (v == IGNORE))
         if bad.any():
             where = f" in window {win}" if win is not None else ""
             raise LabelError(
                 f"{uri}: label values {np.unique(v[bad])[:8].tolist()}{where} are not class ids 0..{n_classes - 1} "
-                "(255 = ignore); add a class_map to the scene's labels entry, e.g. {'255': 1, '0': 0}"
+                "(255 = ignore); add a class_map to the scene's labels entry, e.g. {'255': 1, '0': 0}, "
+                "or list the values that mean 'not labelled' in ignore_values, e.g. [-1]"
             )
         out = v.astype(np.uint8)
     out = np.where(ok, out, IGNORE).astype(np.uint8)
@@ -123,6 +141,7 @@ def write_raster_label_store(
     class_map: Mapping[str, int] | None = None,
     run_key: str,
     image_uri: str = "the image",
+    ignore_values: Sequence[float] = (),
 ) -> str:
     """Copy a label raster on the scene grid into ``out_uri`` (Zarr, uint8, 255 = ignore), chunk by chunk.
 
@@ -132,7 +151,8 @@ def write_raster_label_store(
         out_uri: ``labels.zarr`` to write (resumable, published atomically).
         tile_px: chunk side (the scene's ``tiles.zarr`` chunking).
         n_classes: number of classes.
-        class_map: optional ``{raster value (str): class id}``; unmapped values become 255.
+        class_map: optional ``{raster value (str, e.g. "-1"): class id}``; unmapped values become 255.
+        ignore_values: raw label values meaning "not labelled" (e.g. ``-1``); they become 255.
         run_key: identity of the inputs (a published store with the same key is reused).
 
     Raises:
@@ -152,7 +172,7 @@ def write_raster_label_store(
             if w.is_done(win):
                 continue
             data, valid = r.read(win, bands=[1])
-            w.write(win, map_label_values(data[0], valid, n_classes, lut, labels_uri, win))
+            w.write(win, map_label_values(data[0], valid, n_classes, lut, labels_uri, win, ignore_values))
     return w.publish()
 
 
@@ -183,18 +203,9 @@ def _read_vector(uri: str) -> tuple[Any, str | None]:
 
 
 def _crs_name(wkt: str | None) -> str:
-    if not wkt:
-        return "no CRS"
-    from pyproj import CRS
+    from unetgeo.io.crs import crs_name
 
-    c = CRS.from_user_input(wkt)
-    epsg = c.to_epsg()
-    if epsg:
-        return f"EPSG:{epsg}"
-    if c.name and c.name.lower() not in ("unnamed", "unknown"):
-        return c.name
-    op = getattr(c, "coordinate_operation", None)
-    return f"a custom {op.method_name} CRS" if op is not None and op.method_name else "a custom CRS"
+    return crs_name(wkt) if wkt else "no CRS"
 
 
 def check_vector_crs(uri: str, gdf: Any, declared_wkt: str | None, grid: Grid, image_uri: str = "the scene") -> Any:
@@ -290,6 +301,19 @@ def feature_class_ids(
     return np.array([table[v] for v in values], dtype=np.uint8)
 
 
+def _check_labelled_classes(uri: str, ids: np.ndarray, other: int, class_names: Sequence[str], min_classes: int) -> None:
+    """Refuse vector labels whose features and ``__other__`` rule label fewer than ``min_classes`` classes."""
+    labelled = {int(i) for i in np.unique(ids) if i != IGNORE} | ({other} if other != IGNORE else set())
+    if len(labelled) >= min_classes:
+        return
+    got = [class_names[i] for i in sorted(labelled)] or "none"
+    raise LabelError(
+        f"{uri}: its features label only the classes {got} and pixels outside them are ignored, so a model "
+        f"would see only {len(labelled)} class(es); add \"{OTHER_KEY}: 0\" to the scene's class_map (the "
+        f"background rule: pixels no feature covers become {class_names[0]!r}), or add features of other classes"
+    )
+
+
 def write_vector_label_store(
     vector_uri: str,
     grid: Grid,
@@ -302,6 +326,7 @@ def write_vector_label_store(
     class_names: Sequence[str],
     run_key: str,
     image_uri: str = "the image",
+    min_classes: int = 1,
 ) -> str:
     """Rasterise vector labels onto the scene grid into ``out_uri`` (Zarr uint8), window by window.
 
@@ -310,9 +335,12 @@ def write_vector_label_store(
     they overlap). Pixels no feature covers are 255 (ignored) unless ``class_map`` has
     ``"__other__": <class id>``.
 
+    ``min_classes=2`` (training) refuses labels that give every labelled pixel one class (a
+    single class of features and no ``__other__``): a model would never see another class.
+
     Raises:
-        LabelError: a CRS that cannot be right for the scene, a missing class attribute, or
-            class values without a mapping.
+        LabelError: a CRS that cannot be right for the scene, a missing class attribute,
+            class values without a mapping, or fewer than ``min_classes`` labelled classes.
     """
     from rasterio import Affine
     from rasterio.features import rasterize
@@ -328,6 +356,7 @@ def write_vector_label_store(
     geoms = np.asarray(gdf.geometry.values)
     keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
     geoms, ids = geoms[keep], ids[keep]
+    _check_labelled_classes(vector_uri, ids, other, class_names, min_classes)
     tree = STRtree(geoms)
     w = _label_store(out_uri, grid, tile_px, vector_uri, run_key)
     if w.already_complete:
