@@ -220,3 +220,45 @@ def test_auto_batch_fits_gpu_memory_and_changes_nothing(tmp_path: Path) -> None:
     b = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "b.zarr"),
                       inference=spec.model_copy(update={"auto_batch": False}))
     assert (open_store(a.probs_uri)[:].argmax(0) == open_store(b.probs_uri)[:].argmax(0)).mean() > 0.99
+
+
+@pytest.mark.parametrize("n_threads,depth", [(3, 2), (4, 1), (2, 8)])
+def test_parallel_reader_yields_the_serial_items_in_order(tmp_path: Path, n_threads: int, depth: int) -> None:
+    """Decode threads (any count, any queue depth) give the serial reader's items, in window order."""
+    from unetgeo.grid import Grid, halo_window, iter_tile_windows
+    from unetgeo.infer import _prefetch
+
+    scene = _scene(tmp_path / "s.tif", 160)
+    meta = load_bundle(str(_bundle(tmp_path / "model")))[1]
+    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
+    tiles, valid = open_store(tr.tiles_uri), open_store(tr.valid_uri)
+    grid = Grid.from_attrs(dict(tiles.attrs))
+    halos = [halo_window(w, 16, grid.height, grid.width, meta.stride) for w in iter_tile_windows(160, 160, 64)]
+    serial = list(_prefetch(tiles, valid, iter(halos), meta, depth=depth, n_threads=0))
+    parallel = list(_prefetch(tiles, valid, iter(halos), meta, depth=depth, n_threads=n_threads))
+    assert [it.hw for it in parallel] == halos == [it.hw for it in serial]
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.valid_core, b.valid_core)
+
+
+def test_parallel_reader_stops_early_and_raises_read_errors(tmp_path: Path) -> None:
+    """Leaving the loop early ends the feeder; an error in a read reaches the consumer."""
+    from unetgeo.grid import Window, halo_window
+    from unetgeo.infer import _prefetch
+
+    scene = _scene(tmp_path / "s.tif", 128)
+    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
+    tiles, valid = open_store(tr.tiles_uri), open_store(tr.valid_uri)
+    meta = load_bundle(str(_bundle(tmp_path / "model")))[1]
+    halos = [halo_window(Window(r, c, 64, 64), 16, 128, 128, meta.stride) for r in (0, 64) for c in (0, 64)]
+    gen = _prefetch(tiles, valid, iter(halos * 4), meta, depth=2, n_threads=3)
+    assert next(gen).hw == halos[0]
+    gen.close()  # must not hang
+
+    def bad() -> object:
+        yield halos[0]
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(_prefetch(tiles, valid, bad(), meta, depth=2, n_threads=2))

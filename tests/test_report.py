@@ -129,6 +129,18 @@ def test_report_minimal_without_flood_or_truth(tmp_path):
     assert s["flooded_km2"] is None and s["iou"] is None and s["miou"] is None and s["config"] is None
     assert s["polygon_counts"] == {"background": 1, "water": 1}
     assert (run / "quicklook.png").stat().st_size > 10_000
+    assert "_class_colors" not in s
+
+
+def test_report_extra_keys_are_merged_into_summary_json(tmp_path):
+    scene, run, st, vec, water, valid = make_run(tmp_path)
+    extra = {"options": {"tile_px": 64, "flips": True}, "input_checks": [{"file": str(scene), "ok": True}]}
+    s = write_report(str(run), scene_uri=str(scene), model_dir=None, config=None, timings={},
+                     classes_uri=st.classes_uri, polygons_uri=None, extra=extra)
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["options"] == {"tile_px": 64, "flips": True} == s["options"]
+    assert on_disk["input_checks"] == [{"file": str(scene), "ok": True}]
+    assert on_disk["class_names"] == ["background", "water"] and on_disk["polygon_counts"] is None
 
 
 def test_raster_class_areas_geographic(tmp_path):

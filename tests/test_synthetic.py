@@ -9,7 +9,9 @@ import pytest
 
 from unetgeo.errors import InputError
 from unetgeo.grid import Window, same_grid, tile_windows
-from unetgeo.io.scene import SceneReader, crs_equal, open_scene, sha256_of
+from unetgeo.io.crs import crs_equal
+from unetgeo.io.scene import SceneReader, open_scene
+from unetgeo.io.uri import sha256_of
 from unetgeo.synthetic import (
     BAND_NAMES,
     LABEL_NODATA,

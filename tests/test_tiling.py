@@ -197,7 +197,7 @@ def test_store_identity_follows_content_not_timestamps(tmp_path: Path) -> None:
 
 
 def test_killed_run_resumes_with_only_missing_chunks(tmp_path: Path) -> None:
-    """kill -9 a `unetgeo tile` part-way; the rerun writes only missing chunks and equals a clean run."""
+    """kill -9 a tiling process part-way; the rerun writes only missing chunks and equals a clean run."""
     rng = np.random.default_rng(5)
     data = rng.integers(0, 10000, (4, 2048, 2048), dtype=np.uint16)
     src = write_tif(tmp_path / "big.tif", data, nodata=0)
@@ -207,8 +207,10 @@ def test_killed_run_resumes_with_only_missing_chunks(tmp_path: Path) -> None:
     def n_done() -> int:
         return len(set(done_log.read_text().split())) if done_log.exists() else 0
 
-    cmd = [sys.executable, "-m", "unetgeo.cli", "-q", "tile", str(src), str(out), "--tile-size", "64"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "UNETGEO_TEST_SLOW_TILE_S": "0.02"})
+    # a separate process, slowed down by make_tiles' on_chunk hook so it can be killed part-way
+    script = ("import sys, time; from unetgeo.tiling import make_tiles; "
+              "make_tiles(sys.argv[1], sys.argv[2], tile_px=64, on_chunk=lambda win: time.sleep(0.02))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(src), str(out)])
     deadline = time.time() + 120
     while time.time() < deadline:
         if n_done() >= 40:

@@ -139,35 +139,6 @@ def executor(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-@contextmanager
-def dask_client(address: str | None = None, *, n_threads: int | None = None) -> Iterator[Any]:
-    """Yield a ``distributed.Client``: of ``address``, the active one, or a local threaded cluster."""
-    from distributed import Client, LocalCluster, default_client
-
-    if address:
-        client = Client(address)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    try:
-        yield default_client()
-        return
-    except ValueError:
-        pass
-    n = n_threads or local_threads()
-    cluster = LocalCluster(
-        n_workers=1, threads_per_worker=n, processes=False, dashboard_address=None, silence_logs=logging.ERROR
-    )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 def map_bounded(
     ex: Executor,
     fn: Callable[..., Any],

@@ -16,6 +16,7 @@ matrix), and the quicklook from decimated reads. Nothing reads a raster at full 
 - ``iou``: ``{class: IoU}``, ``miou``, ``accuracy`` (full evaluation dict): null without truth
 - ``timings_s``: ``{stage: seconds, …, total}``; ``outputs``: ``[{name, kind, bytes}]``
 - ``files``: the URIs of the inputs of the report (classes, polygons, flood, truth)
+- any keys of ``write_report(extra=...)`` (e.g. the effective options and input checks of a run)
 """
 
 from __future__ import annotations
@@ -31,23 +32,23 @@ from typing import Any
 import numpy as np
 
 from unetgeo import __version__
+from unetgeo.area import AreaModel
 from unetgeo.errors import ModelBundleError, UnetgeoError
+from unetgeo.flood import FLOOD_CLASS_COLORS
 from unetgeo.grid import iter_tile_windows
 from unetgeo.io import uri as U
-from unetgeo.io.cog import read_class_info
+from unetgeo.io.cog import default_class_colors, read_class_info
 from unetgeo.io.quicklook import (
-    decimated_shape,
     list_outputs,
     quicklook_pixel_m2,
     read_class_map,
     read_outlines,
     read_scene_rgb,
-    render_quicklook,
     write_json,
 )
 from unetgeo.io.scene import SceneReader, open_scene
 from unetgeo.io.vector import layer_stats
-from unetgeo.vectorize import FLOOD_CLASS_COLORS, AreaModel
+from unetgeo.quicklook import render_quicklook
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def write_report(
     flood_polygons_uri: str | None = None,
     truth_uri: str | None = None,
     reference_uri: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict:
     """Write ``run_dir/summary.json`` and ``run_dir/quicklook.png``; returns the summary.
 
@@ -159,6 +161,7 @@ def write_report(
         flood_polygons_uri: ``flood.gpkg`` (flood runs).
         truth_uri: a truth class raster on the grid of ``classes_uri``: adds IoU / mIoU.
         reference_uri: the flood reference (recorded only).
+        extra: JSON-able keys merged into the summary (they win over the computed ones).
 
     Raises:
         SceneReadError: the class raster cannot be read.
@@ -166,18 +169,47 @@ def write_report(
     """
     t0 = time.perf_counter()
     U.makedirs(run_dir)
+    summary = _class_summary(run_dir, scene_uri, model_dir, config, classes_uri)
+    summary["reference"] = reference_uri
+    summary["files"] = {"classes": classes_uri, "polygons": polygons_uri, "flood": flood_uri,
+                        "flood_polygons": flood_polygons_uri, "truth": truth_uri}
+    _add_polygons_and_flood(summary, polygons_uri, flood_uri, flood_polygons_uri)
+    if truth_uri:
+        from unetgeo.evaluate import score_rasters
+
+        names = summary["class_names"]
+        acc = score_rasters(classes_uri, truth_uri, len(names), class_names=names)
+        summary.update(accuracy=acc, iou={n: acc["per_class"][n]["iou"] for n in names}, miou=acc["miou"])
+    _write_quicklook(U.join(run_dir, "quicklook.png"), summary, scene_uri, classes_uri, polygons_uri, flood_uri,
+                     flood_polygons_uri)
+    summary.pop("_class_colors")
+    timings_s = {k: float(v) for k, v in timings.items()}
+    timings_s["report"] = time.perf_counter() - t0
+    timings_s["total"] = float(sum(v for k, v in timings_s.items() if k != "total"))
+    summary["timings_s"] = timings_s
+    summary.update(dict(extra or {}))
+    summary_uri = U.join(run_dir, "summary.json")
+    outputs = [o for o in list_outputs(run_dir) if o["name"] != "summary.json"]
+    summary["outputs"] = sorted([*outputs, {"name": "summary.json", "kind": "file", "bytes": None}],
+                                key=lambda d: d["name"])
+    write_json(summary_uri, summary)
+    log.info("report %s: %s", summary_uri, {k: round(v, 4) for k, v in summary["area_km2"].items()})
+    return summary
+
+
+def _class_summary(run_dir: str, scene_uri: str, model_dir: str | None, config: Any, classes_uri: str) -> dict:
+    """The summary's scene, model, config and class-area keys (others still null).
+
+    ``_class_colors`` (a private key, dropped before writing) carries the class colours.
+    """
     names, colors = read_class_info(classes_uri)
     pixels, area_m2 = raster_class_areas_m2(classes_uri)
     if names is None:
         n = int(np.flatnonzero(pixels[:NODATA]).max(initial=-1)) + 1
         names = [f"class_{i}" for i in range(max(n, 1))]
     if colors is None:
-        from unetgeo.stitch import DEFAULT_COLORS
-
-        colors = [DEFAULT_COLORS[i % 10] for i in range(len(names))]
-    area_km2 = {n: float(area_m2[i]) / 1e6 for i, n in enumerate(names)}
-
-    summary: dict[str, Any] = {
+        colors = default_class_colors(len(names))
+    return {
         "unetgeo_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run_dir": run_dir,
@@ -185,50 +217,49 @@ def write_report(
         "model": _model_section(model_dir),
         "config": _config_section(config),
         "class_names": list(names),
-        "area_km2": area_km2,
+        "area_km2": {n: float(area_m2[i]) / 1e6 for i, n in enumerate(names)},
         "nodata_km2": float(area_m2[NODATA]) / 1e6,
         "polygon_counts": None,
         "polygon_area_km2": None,
         "flooded_km2": None,
         "flood_polygon_count": None,
-        "reference": reference_uri,
+        "reference": None,
         "iou": None,
         "miou": None,
         "accuracy": None,
-        "files": {"classes": classes_uri, "polygons": polygons_uri, "flood": flood_uri,
-                  "flood_polygons": flood_polygons_uri, "truth": truth_uri},
+        "_class_colors": list(colors),
     }
+
+
+def _add_polygons_and_flood(summary: dict, polygons_uri: str | None, flood_uri: str | None,
+                            flood_polygons_uri: str | None) -> None:
+    """Fill the polygon counts / areas (km²) and the flooded area (km²) and polygon count."""
     if polygons_uri:
         stats = layer_stats(polygons_uri)
         summary["polygon_counts"] = {k: int(v["count"]) for k, v in stats.items()}
         summary["polygon_area_km2"] = {k: v["area_m2"] / 1e6 for k, v in stats.items()}
     if flood_uri:
-        fpix, farea = raster_class_areas_m2(flood_uri)
+        _, farea = raster_class_areas_m2(flood_uri)
         summary["flooded_km2"] = float(farea[1]) / 1e6
         summary["flood_unknown_km2"] = float(farea[NODATA]) / 1e6
     if flood_polygons_uri:
         fstats = layer_stats(flood_polygons_uri)
         summary["flood_polygon_count"] = int(sum(v["count"] for k, v in fstats.items() if k == "flooded"))
-    if truth_uri:
-        from unetgeo.evaluate import score_rasters
 
-        acc = score_rasters(classes_uri, truth_uri, len(names), class_names=names)
-        summary["accuracy"] = acc
-        summary["iou"] = {n: acc["per_class"][n]["iou"] for n in names}
-        summary["miou"] = acc["miou"]
 
-    # -- quicklook ------------------------------------------------------------------------------
-    quicklook_uri = U.join(run_dir, "quicklook.png")
+def _write_quicklook(uri: str, summary: dict, scene_uri: str, classes_uri: str, polygons_uri: str | None,
+                     flood_uri: str | None, flood_polygons_uri: str | None) -> None:
+    """Read the decimated rasters and polygons (never full size) and draw ``quicklook.png``."""
+    names, colors = summary["class_names"], summary["_class_colors"]
     classes_small, class_bounds = read_class_map(classes_uri, QUICKLOOK_PX)
     try:
         rgb, rgb_bounds = read_scene_rgb(scene_uri, QUICKLOOK_PX)
     except UnetgeoError as e:  # the map is still worth drawing without its background
         log.warning("quicklook without the scene: %s", e.one_line())
         rgb, rgb_bounds = None, None
-    area_model = AreaModel(open_scene(classes_uri).grid)
-    min_px_m2 = quicklook_pixel_m2(class_bounds, classes_small.shape, area_model.geographic)
-    outlines = []
-    outline_title = "polygons"
+    geographic = AreaModel(open_scene(classes_uri).grid).geographic
+    min_px_m2 = quicklook_pixel_m2(class_bounds, classes_small.shape, geographic)
+    outlines, outline_title = [], "polygons"
     if flood_polygons_uri:
         outlines = read_outlines(flood_polygons_uri, [("flooded", FLOOD_CLASS_COLORS[1])], bounds=class_bounds,
                                  min_area_m2=min_px_m2)
@@ -240,7 +271,16 @@ def write_report(
     flood_small = flood_bounds = None
     if flood_uri:
         flood_small, flood_bounds = read_class_map(flood_uri, QUICKLOOK_PX)
-    labels = [f"{n} ({_fmt_km2(area_km2[n])} km²)" for n in names]
+    render_quicklook(
+        uri, rgb=rgb, rgb_bounds=rgb_bounds, classes=classes_small, class_bounds=class_bounds,
+        class_names=names, class_colors=colors,
+        class_labels=[f"{n} ({_fmt_km2(summary['area_km2'][n])} km²)" for n in names], outlines=outlines,
+        outline_title=outline_title, flood=flood_small, flood_bounds=flood_bounds, title=_title(summary, scene_uri),
+    )
+
+
+def _title(summary: dict, scene_uri: str) -> str:
+    """Quicklook title: scene, model id, mIoU and flooded area when known."""
     title = f"{_basename(scene_uri)}"
     if summary["model"].get("model_id"):
         title += f" — model {summary['model']['model_id']}"
@@ -248,23 +288,7 @@ def write_report(
         title += f" — mIoU {summary['miou']:.3f}"
     if summary["flooded_km2"] is not None:
         title += f" — flooded {_fmt_km2(summary['flooded_km2'])} km²"
-    render_quicklook(
-        quicklook_uri, rgb=rgb, rgb_bounds=rgb_bounds, classes=classes_small, class_bounds=class_bounds,
-        class_names=names, class_colors=colors, class_labels=labels, outlines=outlines,
-        outline_title=outline_title, flood=flood_small, flood_bounds=flood_bounds, title=title,
-    )
-
-    timings_s = {k: float(v) for k, v in timings.items()}
-    timings_s["report"] = time.perf_counter() - t0
-    timings_s["total"] = float(sum(v for k, v in timings_s.items() if k != "total"))
-    summary["timings_s"] = timings_s
-    summary_uri = U.join(run_dir, "summary.json")
-    outputs = [o for o in list_outputs(run_dir) if o["name"] != "summary.json"]
-    summary["outputs"] = sorted([*outputs, {"name": "summary.json", "kind": "file", "bytes": None}],
-                                key=lambda d: d["name"])
-    write_json(summary_uri, summary)
-    log.info("report %s: %s", summary_uri, {k: round(v, 4) for k, v in area_km2.items()})
-    return summary
+    return title
 
 
 def _fmt_km2(v: float) -> str:
@@ -275,4 +299,4 @@ def _basename(uri: str) -> str:
     return str(uri).rstrip("/").rsplit("/", 1)[-1]
 
 
-__all__ = ["raster_class_areas_m2", "write_report", "decimated_shape"]
+__all__ = ["raster_class_areas_m2", "write_report"]

@@ -17,26 +17,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
 
 from unetgeo import __version__
 from unetgeo.errors import InputError
-from unetgeo.grid import iter_tile_windows, n_tiles
+from unetgeo.grid import Grid, iter_tile_windows, n_tiles
 from unetgeo.io import uri as U
-from unetgeo.io.cog import CogWriter, class_raster_tags, hex_to_rgba, write_class_sidecars
+from unetgeo.io.cog import (
+    CogWriter,
+    class_raster_tags,
+    default_class_colors,
+    hex_to_rgba,
+    write_class_sidecars,
+)
 from unetgeo.io.store import check_same_grid, open_store, read_window, store_grid
+from unetgeo.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 NODATA = 255
-#: Colours for classes whose probs.zarr carries no ``class_colors`` (tab10).
-DEFAULT_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-)
 
 
 @dataclass(frozen=True)
@@ -137,76 +141,16 @@ def stitch(
         )
     attrs = dict(probs.attrs)
     grid = store_grid(probs)
-    n_classes = int(probs.shape[0])
-    if n_classes > 255:
-        raise InputError(f"{probs_uri}: {n_classes} classes do not fit in uint8 with 255 as nodata; use at most 255")
-    names = [str(n) for n in attrs.get("class_names") or [f"class_{i}" for i in range(n_classes)]]
-    colors = [str(c) for c in attrs.get("class_colors") or [DEFAULT_COLORS[i % 10] for i in range(n_classes)]]
-    if len(names) != n_classes or len(colors) != n_classes:
-        raise InputError(
-            f"{probs_uri}: {n_classes} probability bands but {len(names)} class_names and {len(colors)} class_colors; "
-            "re-run predict with a consistent model bundle"
-        )
+    names, colors = _class_names_colors(attrs, int(probs.shape[0]), probs_uri)
     scale = _probs_scale(attrs, probs.dtype, probs_uri)
-    chunk_px = int(probs.chunks[-1])
-    stage_px = _block_px(chunk_px)
-    source = attrs.get("source") or {}
-    scene_uri = source.get("uri") if isinstance(source, dict) else None
-    scene_id = PurePosixPath(str(scene_uri)).stem if scene_uri else None
-    model_id = attrs.get("model_id")
-    common_tags = {
-        "model_id": model_id,
-        "scene_id": scene_id,
-        "source_uri": scene_uri,
-        "unetgeo_version": __version__,
-        "config_hash": attrs.get("config_hash"),
-    }
-
     U.makedirs(out_dir)
-    classes_uri = U.join(out_dir, "classes.tif")
-    confidence_uri = U.join(out_dir, "confidence.tif")
-    probs_tif_uri = U.join(out_dir, "probs.tif") if write_probs else None
-    cmap = {i: hex_to_rgba(c) for i, c in enumerate(colors)}
-    cmap[NODATA] = (0, 0, 0, 0)
-
+    uris = [U.join(out_dir, "classes.tif"), U.join(out_dir, "confidence.tif")]
+    if write_probs:
+        uris.append(U.join(out_dir, "probs.tif"))
     writers: list[CogWriter] = []
     try:
-        wc = CogWriter(
-            classes_uri, grid, 1, "uint8", NODATA, resampling="mode", stage_block_px=stage_px,
-            band_names=["class"], colormap=cmap, tags=class_raster_tags(names, colors, **common_tags),
-        )
-        writers.append(wc)
-        wf = CogWriter(
-            confidence_uri, grid, 1, "uint8", NODATA, resampling="average", stage_block_px=stage_px,
-            band_names=["confidence_percent"], tags={k: str(v) for k, v in common_tags.items() if v is not None},
-        )
-        writers.append(wf)
-        wp = None
-        if probs_tif_uri:
-            wp = CogWriter(
-                probs_tif_uri, grid, n_classes, "uint8", NODATA, resampling="average", stage_block_px=stage_px,
-                band_names=names, scales=[0.01] * n_classes,
-                tags={**{k: str(v) for k, v in common_tags.items() if v is not None}, "units": "percent"},
-            )
-            writers.append(wp)
-
-        counts = np.zeros(256, dtype=np.int64)
-        wins = iter_tile_windows(grid.height, grid.width, chunk_px)
-        if progress:
-            from tqdm.auto import tqdm
-
-            wins = tqdm(wins, total=n_tiles(grid.height, grid.width, chunk_px), desc="stitch", unit="chunk")
-        for win in wins:
-            p = read_window(probs, win)
-            v = read_window(valid, win)
-            cls, conf = reduce_probs(p, v, scale)
-            wc.write(win, cls)
-            wf.write(win, conf)
-            counts += np.bincount(cls.ravel(), minlength=256)
-            if wp is not None:
-                pp = np.clip(np.rint(p.astype(np.float32) * np.float32(scale * 100.0)), 0, 100).astype(np.uint8)
-                pp[:, cls == NODATA] = NODATA
-                wp.write(win, pp)
+        writers.extend(_open_writers(uris, grid, names, colors, _common_tags(attrs), _block_px(int(probs.chunks[-1]))))
+        counts = _reduce_chunks(probs, valid, scale, writers, progress)
         for w in writers:
             w.close()
     except BaseException:
@@ -214,20 +158,94 @@ def stitch(
             if not w.closed:
                 w.abort()
         raise
-    sidecars = write_class_sidecars(classes_uri, names, colors)
+    sidecars = write_class_sidecars(uris[0], names, colors)
     seconds = time.perf_counter() - t0
-    class_pixels = {n: int(counts[i]) for i, n in enumerate(names)}
-    log.info(
-        "stitched %s -> %s (%dx%d px, %d classes) in %.1f s",
-        probs_uri, classes_uri, grid.height, grid.width, n_classes, seconds,
-    )
+    log.info("stitched %s -> %s (%dx%d px, %d classes) in %.1f s",
+             probs_uri, uris[0], grid.height, grid.width, len(names), seconds)
     return StitchResult(
-        classes_uri=classes_uri,
-        confidence_uri=confidence_uri,
-        probs_tif_uri=probs_tif_uri,
+        classes_uri=uris[0],
+        confidence_uri=uris[1],
+        probs_tif_uri=uris[2] if write_probs else None,
         class_names=names,
         seconds=seconds,
         sidecars=sidecars,
-        class_pixels=class_pixels,
+        class_pixels={n: int(counts[i]) for i, n in enumerate(names)},
         nodata_pixels=int(counts[NODATA]),
     )
+
+
+def _class_names_colors(attrs: dict, n_classes: int, probs_uri: str) -> tuple[list[str], list[str]]:
+    """Class names and colours of the probs store (defaults ``class_<i>`` and tab10).
+
+    Raises:
+        InputError: more than 255 classes, or names / colours that do not match the bands.
+    """
+    if n_classes > 255:
+        raise InputError(f"{probs_uri}: {n_classes} classes do not fit in uint8 with 255 as nodata; use at most 255")
+    names = [str(n) for n in attrs.get("class_names") or [f"class_{i}" for i in range(n_classes)]]
+    colors = [str(c) for c in attrs.get("class_colors") or default_class_colors(n_classes)]
+    if len(names) != n_classes or len(colors) != n_classes:
+        raise InputError(
+            f"{probs_uri}: {n_classes} probability bands but {len(names)} class_names and {len(colors)} class_colors; "
+            "re-run predict with a consistent model bundle"
+        )
+    return names, colors
+
+
+def _common_tags(attrs: dict) -> dict[str, str]:
+    """Dataset tags of every output: model, scene, source, version, config hash (missing ones left out)."""
+    source = attrs.get("source") or {}
+    scene_uri = source.get("uri") if isinstance(source, dict) else None
+    tags = {
+        "model_id": attrs.get("model_id"),
+        "scene_id": PurePosixPath(str(scene_uri)).stem if scene_uri else None,
+        "source_uri": scene_uri,
+        "unetgeo_version": __version__,
+        "config_hash": attrs.get("config_hash"),
+    }
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def _open_writers(uris: Sequence[str], grid: Grid, names: list[str], colors: list[str], tags: dict[str, str],
+                  stage_px: int) -> list[CogWriter]:
+    """COG writers of ``classes.tif``, ``confidence.tif`` and (a third URI) ``probs.tif``."""
+    cmap: dict[int, tuple[int, ...]] = {i: hex_to_rgba(c) for i, c in enumerate(colors)}
+    cmap[NODATA] = (0, 0, 0, 0)
+    out: list[CogWriter] = []
+    try:
+        out.append(CogWriter(uris[0], grid, 1, "uint8", NODATA, resampling="mode", stage_block_px=stage_px,
+                             band_names=["class"], colormap=cmap, tags=class_raster_tags(names, colors, **tags)))
+        out.append(CogWriter(uris[1], grid, 1, "uint8", NODATA, resampling="average", stage_block_px=stage_px,
+                             band_names=["confidence_percent"], tags=tags))
+        if len(uris) > 2:
+            out.append(CogWriter(uris[2], grid, len(names), "uint8", NODATA, resampling="average",
+                                 stage_block_px=stage_px, band_names=names, scales=[0.01] * len(names),
+                                 tags={**tags, "units": "percent"}))
+    except BaseException:
+        for w in out:
+            w.abort()
+        raise
+    return out
+
+
+def _reduce_chunks(probs: Any, valid: Any, scale: float, writers: Sequence[CogWriter], progress: bool) -> np.ndarray:
+    """Reduce every chunk into the writers (classes, confidence[, probs]); returns pixel counts ``(256,)`` int64."""
+    grid = store_grid(probs)
+    chunk_px = int(probs.chunks[-1])
+    counts = np.zeros(256, dtype=np.int64)
+    bar = progress_bar(progress, n_tiles(grid.height, grid.width, chunk_px), "stitch")
+    try:
+        for win in iter_tile_windows(grid.height, grid.width, chunk_px):
+            p = read_window(probs, win)
+            cls, conf = reduce_probs(p, read_window(valid, win), scale)
+            writers[0].write(win, cls)
+            writers[1].write(win, conf)
+            counts += np.bincount(cls.ravel(), minlength=256)
+            if len(writers) > 2:
+                pp = np.clip(np.rint(p.astype(np.float32) * np.float32(scale * 100.0)), 0, 100).astype(np.uint8)
+                pp[:, cls == NODATA] = NODATA
+                writers[2].write(win, pp)
+            bar.update(1)
+    finally:
+        bar.close()
+    return counts

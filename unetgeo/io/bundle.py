@@ -1,6 +1,6 @@
 """Model bundle files: ``MODEL_DIR/model.safetensors`` (weights) + ``MODEL_DIR/model.json`` (meta).
 
-Both files are written to ``*.tmp`` and renamed; the weights go first, so a ``model.json`` is only
+Both files are written atomically (:func:`unetgeo.io.uri.write_atomic`); the weights go first, so a ``model.json`` is only
 ever beside complete weights. Local paths and fsspec URLs are accepted. Also reads a local
 encoder-weights file (``.pth`` / ``.pt`` / ``.safetensors``) for ``ModelSpec.encoder_weights``.
 """
@@ -36,8 +36,8 @@ def write_bundle_files(model_dir: str, state_dict: dict[str, Any], meta: dict) -
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     blob = save(tensors, metadata={"format": "pt"})
     digest = hashlib.sha256(blob).hexdigest()
-    _write_bytes(U.join(model_dir, WEIGHTS_NAME), blob)
-    _write_bytes(U.join(model_dir, META_NAME), json.dumps(meta, indent=2, allow_nan=False).encode())
+    U.write_atomic(U.join(model_dir, WEIGHTS_NAME), blob)
+    U.write_atomic(U.join(model_dir, META_NAME), json.dumps(meta, indent=2, allow_nan=False).encode())
     log.info("wrote model bundle %s", model_dir)
     return digest
 
@@ -48,13 +48,6 @@ def weights_digest(state_dict: dict[str, Any]) -> str:
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     return hashlib.sha256(save(tensors, metadata={"format": "pt"})).hexdigest()
-
-
-def _write_bytes(uri: str, blob: bytes) -> None:
-    tmp = uri + ".tmp"
-    with U.open_file(tmp, "wb") as f:
-        f.write(blob)
-    U.rename(tmp, uri)
 
 
 def read_meta(model_dir: str) -> dict:

@@ -1,8 +1,9 @@
 """Cloud-optimised GeoTIFF output, written window by window, plus class-raster sidecars.
 
-:class:`CogWriter` writes windows into a tiled staging GeoTIFF (``URI.stage.tmp``), builds its
-internal overviews with GDAL (streaming), converts it with GDAL's COG driver (streaming) to
-``URI.tmp`` and renames that to ``URI``. For fsspec URLs both files are built in a local temp
+:class:`CogWriter` writes windows into a tiled staging GeoTIFF (``URI.<pid>-<random>.stage.tmp``),
+builds its internal overviews with GDAL (streaming), converts it with GDAL's COG driver (streaming)
+to ``URI.<pid>-<random>.tmp`` and renames that to ``URI`` (unique names: two writers of one file
+never share a temporary file). For fsspec URLs both files are built in a local temp
 folder and the COG is uploaded on close. Nothing here holds a raster in memory.
 
 Class rasters also get sidecars so GIS tools show a legend:
@@ -31,9 +32,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
-from unetgeo.errors import SceneReadError
 from unetgeo.grid import Grid, Window
 from unetgeo.io import uri as U
+from unetgeo.io.scene import gdal_env, geotiff_profile, open_dataset
 from unetgeo.io.uri import PublishOnExit
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,17 @@ log = logging.getLogger(__name__)
 #: Dataset tags written on class rasters (JSON lists) and read back by :func:`read_class_info`.
 TAG_CLASS_NAMES = "class_names"
 TAG_CLASS_COLORS = "class_colors"
+
+#: Colours of classes that come without any (matplotlib's tab10), ``'#rrggbb'``.
+DEFAULT_CLASS_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)
+
+
+def default_class_colors(n_classes: int) -> list[str]:
+    """``n_classes`` colours from :data:`DEFAULT_CLASS_COLORS`, repeating after ten."""
+    return [DEFAULT_CLASS_COLORS[i % len(DEFAULT_CLASS_COLORS)] for i in range(n_classes)]
 
 
 def overview_factors(height: int, width: int, block_px: int = 512) -> list[int]:
@@ -121,11 +133,9 @@ class CogWriter(PublishOnExit):
         else:
             self._tmpdir = None
             U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            base = str(U.local_path(self.uri))
+            base = U.tmp_name(str(U.local_path(self.uri)))[: -len(".tmp")]  # unique per writer
         self.stage = base + ".stage.tmp"
         self.tmp = base + ".tmp"
-        from unetgeo.io.scene import geotiff_profile
-
         # the staging file is read once: fast compression
         profile = geotiff_profile(grid, count, dtype, nodata, block_px=stage_block_px, predictor=predictor, zlevel=1)
         with warnings.catch_warnings():
@@ -221,17 +231,6 @@ def _remove_local(path: str) -> None:
 # -- sidecars ------------------------------------------------------------------------------------
 
 
-def write_text(uri: str, text: str) -> str:
-    """Write a small UTF-8 text file atomically (``URI.tmp`` then rename)."""
-    tmp = uri + ".tmp"
-    if not U.is_url(uri):
-        U.local_path(uri).parent.mkdir(parents=True, exist_ok=True)
-    with U.open_file(tmp, "wb") as f:
-        f.write(text.encode("utf-8"))
-    U.rename(tmp, uri)
-    return uri
-
-
 def qml_paletted(class_names: Sequence[str], class_colors: Sequence[str], band: int = 1) -> str:
     """QGIS style (QML) of a paletted renderer: one entry per class id, value 255 left out (nodata)."""
     entries = "\n".join(
@@ -284,8 +283,8 @@ def write_class_sidecars(uri: str, class_names: Sequence[str], class_colors: Seq
         The URIs written.
     """
     stem = uri[: -len(".tif")] if uri.lower().endswith(".tif") else uri
-    qml = write_text(stem + ".qml", qml_paletted(class_names, class_colors))
-    aux = write_text(uri + ".aux.xml", pam_category_names(class_names))
+    qml = U.write_atomic(stem + ".qml", qml_paletted(class_names, class_colors))
+    aux = U.write_atomic(uri + ".aux.xml", pam_category_names(class_names))
     return [qml, aux]
 
 
@@ -299,20 +298,9 @@ def class_raster_tags(class_names: Sequence[str], class_colors: Sequence[str], *
 # -- reading -------------------------------------------------------------------------------------
 
 
-def _open(uri: str) -> rasterio.io.DatasetReader:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            if U.is_url(uri):
-                return rasterio.open(uri, opener=U.open_file)
-            return rasterio.open(uri)
-        except (rasterio.errors.RasterioIOError, FileNotFoundError) as e:
-            raise SceneReadError(f"{uri}: cannot be read as a raster ({' '.join(str(e).split())})") from e
-
-
 def read_tags(uri: str) -> dict[str, str]:
     """Dataset metadata tags of a raster."""
-    with _open(uri) as ds:
+    with open_dataset(uri) as ds:
         return dict(ds.tags())
 
 
@@ -321,7 +309,7 @@ def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
 
     Colours fall back to the raster's colour table when the tag is missing.
     """
-    with _open(uri) as ds:
+    with open_dataset(uri) as ds:
         tags = ds.tags()
         names = json.loads(tags[TAG_CLASS_NAMES]) if TAG_CLASS_NAMES in tags else None
         colors = json.loads(tags[TAG_CLASS_COLORS]) if TAG_CLASS_COLORS in tags else None
@@ -334,12 +322,6 @@ def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
     return names, colors
 
 
-def read_block_shape(uri: str) -> tuple[int, int]:
-    """Internal block shape ``(rows, cols)`` of band 1."""
-    with _open(uri) as ds:
-        return tuple(ds.block_shapes[0])  # type: ignore[return-value]
-
-
 def read_decimated(
     uri: str, out_shape: tuple[int, int], bands: Sequence[int] | None = None, resampling: str = "nearest"
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
@@ -348,7 +330,7 @@ def read_decimated(
     Returns:
         ``(data (bands, h, w) file dtype, valid (h, w) bool, bounds (left, bottom, right, top))``.
     """
-    with _open(uri) as ds:
+    with open_dataset(uri) as ds, gdal_env():
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
         data = ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
         mask = ds.dataset_mask(out_shape=out_shape, resampling=Resampling.nearest) > 0

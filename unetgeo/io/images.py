@@ -1,4 +1,4 @@
-"""PNG writing for reports (training report, quicklooks): written to ``*.tmp`` then renamed."""
+"""PNG writing for reports (training report, quicklooks), atomically (:func:`unetgeo.io.uri.write_atomic`)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ log = logging.getLogger(__name__)
 
 
 def _publish(uri: str, blob: bytes) -> str:
-    uri = str(uri)
-    if not U.is_url(uri):
-        U.local_path(uri).parent.mkdir(parents=True, exist_ok=True)
-    tmp = uri + ".tmp"
-    with U.open_file(tmp, "wb") as f:
-        f.write(blob)
-    U.rename(tmp, uri)
+    U.write_atomic(uri, blob)
     log.info("wrote %s", uri)
-    return uri
+    return str(uri)
 
 
 def save_figure(fig, uri: str, *, dpi: int = 110) -> str:

@@ -1,4 +1,7 @@
-"""Report outputs: the quicklook PNG (matplotlib, Agg, no pyplot) and the JSON summary.
+"""Report inputs and outputs: decimated reads for the quicklook, and the JSON summary.
+
+The drawing itself is :func:`unetgeo.quicklook.render_quicklook`; its PNG is written by
+:func:`unetgeo.io.images.save_figure`.
 
 Every raster is read *decimated* (``out_shape`` reads that use the COG overviews), never at full
 resolution, and polygons are read through GDAL filters (area, bbox, feature cap), so a quicklook of
@@ -7,7 +10,6 @@ a 100k x 100k scene costs a few megabytes.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -27,13 +29,8 @@ RGB_NAMES = ("red", "green", "blue")
 
 
 def write_json(uri: str, obj: Any) -> str:
-    """Write ``obj`` as indented JSON atomically (``URI.tmp`` then rename); NaN is refused."""
-    blob = json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    tmp = uri + ".tmp"
-    with U.open_file(tmp, "wb") as f:
-        f.write(blob)
-    U.rename(tmp, uri)
-    return uri
+    """Write ``obj`` as indented UTF-8 JSON atomically (:func:`unetgeo.io.uri.write_atomic`); NaN is refused."""
+    return U.write_atomic(uri, json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False))
 
 
 def read_json(uri: str) -> Any:
@@ -149,111 +146,6 @@ def read_outlines(
         rings = [shapely.get_coordinates(r) for r in shapely.get_rings(geoms)] if len(geoms) else []
         out.append(OutlineLayer(name, color, rings, len(df)))
     return out
-
-
-def _hex(c: str) -> tuple[float, float, float]:
-    c = c.lstrip("#")
-    return tuple(int(c[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
-
-
-def render_quicklook(
-    uri: str,
-    *,
-    rgb: np.ndarray | None,
-    rgb_bounds: tuple[float, float, float, float] | None,
-    classes: np.ndarray,
-    class_bounds: tuple[float, float, float, float],
-    class_names: Sequence[str],
-    class_colors: Sequence[str],
-    class_labels: Sequence[str] | None = None,
-    outlines: Sequence[OutlineLayer] = (),
-    outline_title: str = "polygons",
-    flood: np.ndarray | None = None,
-    flood_bounds: tuple[float, float, float, float] | None = None,
-    title: str = "",
-    width_px: int = 1600,
-) -> str:
-    """Draw the quicklook and write it as PNG (atomically).
-
-    Panels: scene RGB | class map with legend | outlines over the scene (| flood over the scene).
-    Three panels are laid out 1x3, four 2x2; the image is at most ``width_px`` wide and high.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    dpi = 100
-    n_panels = 4 if flood is not None else 3
-    rows, cols = (2, 2) if n_panels == 4 else (1, 3)
-    left, bottom, right, top = class_bounds
-    aspect = (top - bottom) / max(right - left, 1e-12)
-    panel_w = width_px / dpi / cols
-    panel_h = min(max(panel_w * aspect, 1.5), (width_px / dpi - 0.8) / rows)
-    fig = Figure(figsize=(width_px / dpi, rows * panel_h + 0.8), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    if title:
-        fig.suptitle(title, fontsize=11)
-    extent = (left, right, bottom, top)
-
-    def show_scene(ax: Any) -> None:
-        ax.set_facecolor("#202020")
-        if rgb is not None and rgb_bounds is not None:
-            lft, btm, rgt, tp = rgb_bounds
-            ax.imshow(rgb, extent=(lft, rgt, btm, tp), interpolation="nearest")
-        else:
-            ax.text(0.5, 0.5, "scene not readable", ha="center", va="center", color="w", transform=ax.transAxes)
-        ax.set_xlim(left, right)
-        ax.set_ylim(bottom, top)
-
-    ax = axes[0]
-    show_scene(ax)
-    ax.set_title("scene (RGB)", fontsize=10)
-
-    ax = axes[1]
-    n = len(class_names)
-    colors = [(*_hex(c), 1.0) for c in class_colors] + [(0, 0, 0, 0)] * (256 - n)
-    cmap = ListedColormap(colors)
-    ax.set_facecolor("white")
-    ax.imshow(classes, cmap=cmap, vmin=-0.5, vmax=255.5, extent=extent, interpolation="nearest")
-    labels = list(class_labels) if class_labels is not None else list(class_names)
-    handles = [Patch(facecolor=class_colors[i], edgecolor="k", linewidth=0.3, label=labels[i]) for i in range(n)]
-    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.85)
-    ax.set_title("classes", fontsize=10)
-
-    ax = axes[2]
-    show_scene(ax)
-    legend = []
-    for layer in outlines:
-        if layer.rings:
-            ax.add_collection(LineCollection(layer.rings, colors=layer.color, linewidths=0.9))
-        legend.append(Patch(facecolor="none", edgecolor=layer.color, label=f"{layer.label} ({layer.n_polygons})"))
-    if legend:
-        ax.legend(handles=legend, loc="lower right", fontsize=8, framealpha=0.85)
-    ax.set_title(outline_title, fontsize=10)
-
-    if flood is not None:
-        ax = axes[3]
-        show_scene(ax)
-        fl = np.zeros((*flood.shape, 4), dtype=np.float32)
-        fl[flood == 1] = (*_hex("#e31a1c"), 0.75)
-        fb = flood_bounds or class_bounds
-        ax.imshow(fl, extent=(fb[0], fb[2], fb[1], fb[3]), interpolation="nearest")
-        ax.set_title("flooded (red)", fontsize=10)
-
-    for ax in axes:
-        ax.set_aspect("equal")
-        ax.tick_params(labelsize=6)
-        ax.ticklabel_format(useOffset=False, style="plain")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    tmp = uri + ".tmp"
-    with U.open_file(tmp, "wb") as f:
-        f.write(buf.getvalue())
-    U.rename(tmp, uri)
-    return uri
 
 
 def quicklook_pixel_m2(bounds: tuple[float, float, float, float], shape: tuple[int, int], geographic: bool) -> float:

@@ -1,10 +1,22 @@
-"""Zarr v3 stores written chunk by chunk, resumable, published atomically.
+"""Zarr v3 stores written chunk by chunk, resumable, published atomically, safe under concurrency.
 
 A store is written under ``URI.tmp``; every finished chunk is recorded — locally as a line
 ``<cy>_<cx>`` appended to ``URI.tmp/.unetgeo_done.log`` (one atomic ``O_APPEND`` write, also
 safe across processes), on object stores as an empty object ``URI.tmp/.unetgeo_done/<cy>_<cx>``
-— so a run killed part-way resumes with only the missing chunks. :meth:`ChunkedStoreWriter.publish` drops the markers, records ``complete: true`` and
-renames ``URI.tmp`` to ``URI`` (atomic for local paths). A reader only ever sees complete stores.
+— so a run killed part-way resumes with only the missing chunks. :meth:`ChunkedStoreWriter.publish`
+drops the markers, records ``complete: true`` and renames ``URI.tmp`` to ``URI`` (atomic for local
+paths). A reader only ever sees complete stores.
+
+Two writers of one store (two runs into one folder) never corrupt it:
+
+- ``URI.tmp`` belongs to the writer holding the owner file ``URI.lock.tmp``
+  (:class:`unetgeo.io.owner.OwnerFile`; a killed writer's claim is stale and taken over, which is
+  how a rerun resumes). A writer that finds it held by a live writer writes a private
+  ``URI.<pid>-<random>.tmp`` instead (nothing to resume there; it is removed on :meth:`release`).
+- Publishing holds ``URI.publish.lock.tmp`` while it checks and renames, and never deletes a
+  complete store that another writer finished: one with this writer's run key is adopted (the
+  private copy is discarded), one with another run key is a :class:`StoreError` naming both. Only
+  the store that was there when the writer started (an older run's) is replaced.
 
 The writer handles the store's one metadata document (``zarr.json``) and its whole-chunk objects
 itself — the layout is fixed (regular chunks, ``bytes`` + ``blosc`` codecs, default chunk keys),
@@ -30,6 +42,7 @@ import numpy as np
 from unetgeo.errors import GridMismatchError, StoreError
 from unetgeo.grid import Grid, Window
 from unetgeo.io import uri as U
+from unetgeo.io.owner import OwnerFile
 
 if TYPE_CHECKING:
     import zarr
@@ -137,18 +150,8 @@ def _read_meta(uri: str) -> dict[str, Any] | None:
 
 
 def _write_meta(uri: str, meta: Mapping[str, Any]) -> None:
-    """Write ``zarr.json`` (locally via a temporary file and an atomic rename)."""
-    blob = json.dumps(meta, indent=2, default=_json_default).encode()
-    target = U.join(uri, META)
-    if U.is_url(target):
-        fs, path = U.fs_for(target)
-        fs.pipe_file(path, blob)
-        return
-    p = U.local_path(target)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    part = p.with_name(META + ".part")
-    part.write_bytes(blob)
-    os.replace(part, p)
+    """Write ``zarr.json`` atomically (:func:`unetgeo.io.uri.write_atomic`)."""
+    U.write_atomic(U.join(uri, META), json.dumps(meta, indent=2, default=_json_default).encode())
 
 
 def _blosc_encoder(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], bytes]:
@@ -249,6 +252,7 @@ class ChunkedStoreWriter:
         self.already_complete = False
         self.resumed = False  # True when a partial store of an interrupted run is continued
         self.resumed_chunks = 0
+        self.private = False  # True when another live writer owns URI.tmp and this one writes its own copy
         self._array: zarr.Array | None = None
         self._done: set[str] = set()
         self._generation = uuid.uuid4().hex  # names this writer's open done log (see _append_done)
@@ -257,23 +261,39 @@ class ChunkedStoreWriter:
                                     {**dict(attrs), "run_key": run_key, "complete": False})
         self._fill = np.asarray(fill_value, dtype=self.dtype)
         self._encode: Callable[[np.ndarray], bytes] | None = _blosc_encoder(self._meta["codecs"][1]["configuration"])
-        if self._published_matches():
+        self._owner = OwnerFile(self.uri + ".lock.tmp")
+        published = _read_meta(self.uri)
+        self._replaces = _run_key_of(published)  # the older store this writer may replace
+        if self._published_matches(published):
             self.already_complete = True
             log.debug("%s is already complete for this input; skipping", self.uri)
             return
+        if self._owner.acquire():
+            self._open_tmp()
+        else:
+            holder = self._owner.holder() or {}
+            self.private = True
+            self.tmp = U.tmp_name(self.uri)
+            log.info("%s.tmp is being written by another run (pid %s on %s); writing %s instead", self.uri,
+                     holder.get("pid"), holder.get("host"), self.tmp)
+            U.makedirs(U.join(self.tmp, ".."))
+            _write_meta(self.tmp, self._meta)
+
+    def _open_tmp(self) -> None:
+        """Resume ``URI.tmp`` if it was written for this run key and layout, else start it afresh."""
         old = _read_meta(self.tmp) if U.exists(self.tmp) else None
-        if old is not None and self._same_layout(old) and (old.get("attributes") or {}).get("run_key") == run_key:
+        if old is not None and self._same_layout(old) and (old.get("attributes") or {}).get("run_key") == self.run_key:
             self._meta["attributes"] = dict(old.get("attributes") or {})
             self.resumed = True
             self._done = self._done_set()
             self.resumed_chunks = len(self._done)
             log.debug("resuming %s: %d chunks already written", self.tmp, self.resumed_chunks)
-        else:
-            if U.exists(self.tmp):
-                log.info("discarding %s: it was written for other inputs or settings", self.tmp)
-                U.remove(self.tmp)
-            U.makedirs(U.join(self.tmp, ".."))
-            _write_meta(self.tmp, self._meta)
+            return
+        if U.exists(self.tmp):
+            log.info("discarding %s: it was written for other inputs or settings", self.tmp)
+            U.remove(self.tmp)
+        U.makedirs(U.join(self.tmp, ".."))
+        _write_meta(self.tmp, self._meta)
 
     def _same_layout(self, meta: Mapping[str, Any]) -> bool:
         """True if ``meta`` describes the array this writer would create (attributes aside)."""
@@ -321,13 +341,11 @@ class ChunkedStoreWriter:
         except FileNotFoundError:
             return set()
 
-    def _published_matches(self) -> bool:
-        meta = _read_meta(self.uri)
+    def _published_matches(self, meta: Mapping[str, Any] | None) -> bool:
+        """True if ``meta`` (a published store's) is complete, of this run key and of this shape."""
         if meta is None:
             return False
-        attrs = meta.get("attributes") or {}
-        return bool(attrs.get("complete")) and attrs.get("run_key") == self.run_key and \
-            tuple(meta.get("shape") or ()) == self.shape
+        return _run_key_of(meta) == self.run_key and tuple(meta.get("shape") or ()) == self.shape
 
     def is_done(self, win: Window) -> bool:
         """True if the chunk at ``win`` was written by this or an earlier (killed) run."""
@@ -416,7 +434,15 @@ class ChunkedStoreWriter:
         self._done.add(name)
 
     def publish(self, attrs: Mapping[str, Any] | None = None) -> str:
-        """Record ``attrs`` and ``complete: true``, drop markers, rename ``.tmp`` to the final URI."""
+        """Record ``attrs`` and ``complete: true``, drop markers, publish ``.tmp`` under the final URI.
+
+        If another writer published this store meanwhile, its store is kept: with the same run
+        key it is adopted (this writer's copy is discarded), with another one this raises.
+
+        Raises:
+            StoreError: another writer published the store for other inputs or settings meanwhile,
+                or held the publish step for longer than ``publish_timeout_s``.
+        """
         if self.already_complete:
             return self.uri
         meta = _read_meta(self.tmp) or self._meta
@@ -427,9 +453,59 @@ class ChunkedStoreWriter:
             _close_done_log(str(U.local_path(U.join(self.tmp, DONE_LOG))), self._generation)
             U.remove(U.join(self.tmp, DONE_LOG))
         U.remove(U.join(self.tmp, DONE_DIR))
-        U.rename(self.tmp, self.uri)
-        log.debug("published %s", self.uri)
+        gate = OwnerFile(self.uri + ".publish.lock.tmp")
+        if not gate.wait(self.publish_timeout_s):
+            raise StoreError(f"{self.uri}: another run has been publishing it for over {self.publish_timeout_s:.0f} s "
+                             f"({gate.holder()}); wait for it, or remove {gate.uri} if that run is gone")
+        try:
+            self._publish_locked()
+        finally:
+            gate.release()
+            self.release()
         return self.uri
+
+    publish_timeout_s = 600.0
+
+    def _publish_locked(self) -> None:
+        """Move ``self.tmp`` to ``self.uri`` (the caller holds the publish claim)."""
+        there = _read_meta(self.uri)
+        key = _run_key_of(there)
+        if key == self.run_key:
+            log.info("%s was completed by another run with the same inputs; using it", self.uri)
+            U.remove(self.tmp)
+            self.already_complete = True
+            return
+        if key is not None and key != self._replaces:
+            raise StoreError(
+                f"{self.uri}: another run published it for other inputs or settings (run key {key}) while this "
+                f"run (run key {self.run_key}) was writing it; give the two runs different output folders"
+            )
+        if U.exists(self.uri):  # the older run's store (or an incomplete remnant): replaced
+            aside = U.tmp_name(self.uri)
+            U.rename(self.uri, aside)
+            U.rename(self.tmp, self.uri)
+            U.remove(aside)
+        else:
+            U.rename(self.tmp, self.uri)
+        self.already_complete = True
+        log.debug("published %s", self.uri)
+
+    def release(self) -> None:
+        """Give up ``URI.tmp`` without publishing (after an error); a later writer resumes it.
+
+        A private copy (:attr:`private`) cannot be resumed by anyone and is removed.
+        """
+        if not U.is_url(self.tmp):
+            _close_done_log(str(U.local_path(U.join(self.tmp, DONE_LOG))), self._generation)
+        if self.private and not self.already_complete:
+            U.remove(self.tmp)
+        self._owner.release()
+
+
+def _run_key_of(meta: Mapping[str, Any] | None) -> str | None:
+    """The run key of a *complete* store's metadata, else None."""
+    attrs = (meta or {}).get("attributes") or {}
+    return str(attrs["run_key"]) if attrs.get("complete") and attrs.get("run_key") is not None else None
 
 
 def read_window(arr: zarr.Array, win: Window) -> np.ndarray:

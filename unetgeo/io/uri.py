@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -122,6 +123,51 @@ def makedirs(uri: str) -> None:
         local_path(uri).mkdir(parents=True, exist_ok=True)
 
 
+def sibling(uri: str, name: str) -> str:
+    """The URI ``name`` in the folder of ``uri``: ``sibling("RUN/tiles.zarr", "valid.zarr") == "RUN/valid.zarr"``."""
+    s = str(uri).rstrip("/")
+    return (s.rsplit("/", 1)[0] + "/" + name) if "/" in s else name
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Create the small file ``uri`` holding ``data`` only if nothing is there; True if this call made it.
+
+    Locally ``O_CREAT | O_EXCL`` (atomic, also across processes); on object stores a conditional
+    put (``If-None-Match: *`` on S3, exclusive mode on ``memory://``), else exists-then-put.
+    """
+    if not is_url(uri):
+        p = local_path(uri)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+    fs, path = fs_for(uri)
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError as e:  # S3 answers a failed precondition with 412 (an OSError subclass in s3fs)
+        if "412" in str(e) or "PreconditionFailed" in str(e):
+            return False
+        raise
+    return True
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """The bytes of a small file, or None when there is none."""
+    try:
+        with open_file(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def join(base: str, *parts: str) -> str:
     """Join URI parts with ``/`` (works for paths and URLs)."""
     out = str(base).rstrip("/")
@@ -155,6 +201,43 @@ def sha256_of(uri: str, *, stop: threading.Event | None = None, block_bytes: int
                     break
                 h.update(chunk)
     return h.hexdigest()
+
+
+def tmp_name(uri: str) -> str:
+    """A ``*.tmp`` name beside ``uri`` that no other writer uses: ``URI.<pid>-<random>.tmp``.
+
+    Unique per call, so two writers of the same output never share (or delete) a temporary
+    file; ``*.tmp`` is what :func:`list` style readers and ``.gitignore`` skip.
+    """
+    return f"{str(uri).rstrip('/')}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def write_atomic(uri: str, data: bytes | str) -> str:
+    """Write a small file atomically: to :func:`tmp_name` first, then renamed onto ``uri``.
+
+    A reader never sees a partial file; an interrupted write leaves only a ``*.tmp``. The
+    parent folder is created for local paths; on object stores the file is one PUT (atomic
+    there). ``str`` data is written as UTF-8.
+
+    Returns:
+        ``uri``.
+    """
+    uri = str(uri)
+    blob = data.encode() if isinstance(data, str) else bytes(data)
+    if is_url(uri):  # one PUT: object stores show the old or the new object, never a part
+        fs, path = fs_for(uri)
+        fs.pipe_file(path, blob)
+        return uri
+    local_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(uri)
+    try:
+        with open_file(tmp, "wb") as f:
+            f.write(blob)
+        rename(tmp, uri)
+    except BaseException:
+        remove(tmp)
+        raise
+    return uri
 
 
 class PublishOnExit:
