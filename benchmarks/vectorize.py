@@ -1,115 +1,75 @@
-"""Benchmark: unetgeo.vectorize (streamed blocks, merged) against whole-raster GDAL polygonize.
+"""Benchmark: `unetgeo vectorize` against whole-raster rasterio `shapes` + geopandas and gdal_polygonize.py.
 
-The peer is what most tools do: read the whole class raster, ``rasterio.features.shapes`` (GDAL
-Polygonize) over it at once, write the GeoPackage with pyogrio. Both run in their own process;
-the script prints seconds, peak RSS and the ratios, and checks that both found the same number
-of polygons per class.
+Both yardstick masks come from /work/shared/bench/make_scene.py (``SIZE DIR --fine-mask``): a
+blobby and a fragmented 4-class uint8 mask. Every tool runs in its own process; wall time and
+peak RSS of that process (wait4) are printed with the ratios ours / peer. A second part checks
+that our peak RSS does not grow with the scene (``--big-size`` mask against the ``--size`` one).
 
-    .venv/bin/python benchmarks/vectorize.py --size-px 4096 --block-px 1024
+    .venv/bin/python benchmarks/vectorize.py --dir /tmp/vb --size 8192 [--big-size 16384]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import load_average, machine, run_measured  # noqa: E402
 
-
-def make_classes(path: str, size_px: int, n_classes: int, seed: int) -> None:
-    """Smooth random class blobs (uint8, nodata 255 in a corner), tiled COG-like GeoTIFF."""
-    import rasterio
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    field = ndimage.gaussian_filter(rng.normal(size=(size_px // 4, size_px // 4)), 3)
-    field = ndimage.zoom(field, 4, order=1)[:size_px, :size_px]
-    edges = np.quantile(field, np.linspace(0, 1, n_classes + 1)[1:-1])
-    cls = np.digitize(field, edges).astype(np.uint8)
-    cls[: size_px // 10, : size_px // 10] = 255
-    prof = dict(driver="GTiff", width=size_px, height=size_px, count=1, dtype="uint8", crs="EPSG:32633",
-                transform=rasterio.Affine(10, 0, 500000, 0, -10, 6000000), nodata=255, tiled=True,
-                blockxsize=512, blockysize=512, compress="deflate")
-    with rasterio.open(path, "w", **prof) as ds:
-        ds.write(cls, 1)
+PEER = "/work/shared/bench/polygonize_py.py"
+MAKE = "/work/shared/bench/make_scene.py"
+OURS = "from unetgeo.vectorize import vectorize; import sys; vectorize(sys.argv[1], sys.argv[2], shapefile=False)"
 
 
-def run_ours(classes: str, out: str, block_px: int) -> dict:
-    from unetgeo.vectorize import vectorize
-
-    t = time.perf_counter()
-    res = vectorize(classes, out, shapefile=False, block_px=block_px)
-    return {"seconds": time.perf_counter() - t, "counts": {k: v for k, v in res.counts.items()}}
-
-
-def run_peer(classes: str, out: str) -> dict:
-    import pyogrio
-    import rasterio
-    import shapely
-    from rasterio.features import shapes
-
-    t = time.perf_counter()
-    with rasterio.open(classes) as ds:
-        arr = ds.read(1)
-        tr = ds.transform
-        crs = ds.crs.to_wkt()
-    geoms, vals = [], []
-    for g, v in shapes(arr, mask=arr != 255, connectivity=4, transform=tr):
-        geoms.append(shapely.geometry.shape(g))
-        vals.append(int(v))
-    vals_a = np.array(vals, dtype=np.int32)
-    counts = {}
-    for c in np.unique(vals_a):
-        sel = vals_a == c
-        g = np.array(geoms, dtype=object)[sel]
-        pyogrio.write_dataframe(
-            __import__("geopandas").GeoDataFrame({"class_id": vals_a[sel], "area_m2": shapely.area(g)}, geometry=g, crs=crs),
-            out, layer=f"class_{c}", driver="GPKG",
-        )
-        counts[f"class_{c}"] = int(sel.sum())
-    return {"seconds": time.perf_counter() - t, "counts": counts}
+def ensure_masks(d: str, size: int) -> tuple[str, str]:
+    """``(blobby, fragmented)`` mask paths, made with the shared generator when missing."""
+    blob, fine = os.path.join(d, f"mask_{size}.tif"), os.path.join(d, f"mask_fine_{size}.tif")
+    if not (os.path.exists(blob) and os.path.exists(fine)):
+        subprocess.run([sys.executable, MAKE, str(size), d, "--fine-mask"], check=True)
+        scene = os.path.join(d, f"scene_{size}.tif")
+        if os.path.exists(scene):
+            os.remove(scene)  # only the masks are needed
+    return blob, fine
 
 
-def _child(which: str, classes: str, out: str, block_px: int) -> None:
-    import resource
-
-    res = run_ours(classes, out, block_px) if which == "ours" else run_peer(classes, out)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(res))
+def measure(mask: str, out_dir: str) -> dict[str, tuple[float, float] | None]:
+    """``{tool: (wall s, peak RSS MiB) or None}`` for one mask."""
+    res: dict[str, tuple[float, float] | None] = {}
+    res["unetgeo"] = run_measured([sys.executable, "-c", OURS, mask, os.path.join(out_dir, "ours.gpkg")])
+    res["rasterio shapes"] = run_measured([sys.executable, PEER, mask, os.path.join(out_dir, "peer.gpkg")])
+    gp = shutil.which("gdal_polygonize.py")
+    res["gdal_polygonize.py"] = (run_measured([gp, mask, "-f", "GPKG", os.path.join(out_dir, "gdal.gpkg")])
+                                 if gp else None)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-px", type=int, default=2048)
-    ap.add_argument("--block-px", type=int, default=1024)
-    ap.add_argument("--classes", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--child", nargs=3, metavar=("WHICH", "CLASSES", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--dir", default=None, help="folder holding / receiving the masks")
+    ap.add_argument("--size", type=int, default=8192)
+    ap.add_argument("--big-size", type=int, default=0, help="also measure our peak RSS on a mask this big")
     a = ap.parse_args()
-    if a.child:
-        _child(a.child[0], a.child[1], a.child[2], a.block_px)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        classes = os.path.join(d, "classes.tif")
-        make_classes(classes, a.size_px, a.classes, a.seed)
-        results = {}
-        for which in ("peer", "ours"):
-            out = os.path.join(d, f"{which}.gpkg")
-            p = subprocess.run([sys.executable, __file__, "--block-px", str(a.block_px), "--child", which, classes, out],
-                               check=True, capture_output=True, text=True)
-            results[which] = json.loads(p.stdout.strip().splitlines()[-1])
-    ours, peer = results["ours"], results["peer"]
-    n_ours, n_peer = sum(ours["counts"].values()), sum(peer["counts"].values())
-    print(f"scene {a.size_px}x{a.size_px} px, {a.classes} classes, block {a.block_px} px")
-    print(f"polygons: unetgeo {n_ours}, whole-raster GDAL {n_peer} ({'same' if n_ours == n_peer else 'DIFFERENT'})")
-    print(f"seconds : unetgeo {ours['seconds']:.2f}, peer {peer['seconds']:.2f}, ratio {ours['seconds'] / peer['seconds']:.2f}")
-    print(f"peak RSS: unetgeo {ours['peak_rss_mb']:.0f} MB, peer {peer['peak_rss_mb']:.0f} MB, "
-          f"ratio {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}")
+    d = a.dir or tempfile.mkdtemp(prefix="unetgeo-bench-")
+    print(f"machine: {machine()}; load {load_average()}")
+    with tempfile.TemporaryDirectory() as out:
+        for kind, mask in zip(("blobby", "fragmented"), ensure_masks(d, a.size), strict=True):
+            r = measure(mask, out)
+            ours = r["unetgeo"]
+            for tool, m in r.items():
+                if m is None:
+                    print(f"{kind:10s} {tool:20s} not on PATH")
+                    continue
+                ratio = "" if tool == "unetgeo" else f"  ours/peer time {ours[0] / m[0]:.2f}, RSS {ours[1] / m[1]:.2f}"
+                print(f"{kind:10s} {tool:20s} {m[0]:7.2f} s {m[1]:7.0f} MiB{ratio}")
+        if a.big_size:
+            small = r["unetgeo"][1]
+            big_mask = ensure_masks(d, a.big_size)[0]
+            _, big = run_measured([sys.executable, "-c", OURS, big_mask, os.path.join(out, "big.gpkg")])
+            print(f"peak RSS ours, blobby: {a.size}² {small:.0f} MiB, {a.big_size}² {big:.0f} MiB, ratio {big / small:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
 from unetgeo.errors import GridMismatchError, InputError
-from unetgeo.vectorize import flood_pixels, flood_polygons, flood_raster, vectorize
+from unetgeo.vectorize import vectorize
 
 UTM = "EPSG:32633"
 T10 = rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0)
@@ -104,7 +104,8 @@ def test_shapefile_crs_attributes_encoding(tmp_path):
     assert (tmp_path / "out" / "polygons.cpg").read_text().strip().upper() in ("UTF-8", "UTF8")
     shp = gpd.read_file(res.shapefile_uri)
     assert shp.crs.to_epsg() == 32633
-    assert {"class_id", "class_name", "area_m2", "mean_conf", "scene_id", "model_id"} <= set(shp.columns)
+    assert {"class_id", "class_name", "area_m2", "perim_m", "mean_conf", "max_conf", "scene_id", "model_id",
+            "acquired", "created"} <= set(shp.columns)
     assert len(shp) == sum(res.counts.values()) == 5
     assert set(shp["class_name"]) == set(NAMES)
     assert shp["mean_conf"].isna().all()  # no confidence raster given
@@ -205,65 +206,14 @@ def test_rasterize_polygonize_identity(tmp_path_factory, arr, smooth):
     np.testing.assert_array_equal(got, arr)
 
 
-def test_flood_pixels_truth_table():
-    now = np.array([[1, 1, 0, 1, 255, 1]], np.uint8)
-    before = np.array([[0, 1, 0, 255, 0, 2]], np.uint8)
-    ok = np.ones((1, 6), bool)
-    out = flood_pixels(now, ok, before, ok, water_class_id=1)
-    assert out.tolist() == [[1, 0, 0, 255, 255, 1]]
-    out = flood_pixels(now, ok, before, np.array([[True, True, True, True, True, False]]), water_class_id=1)
-    assert out.tolist() == [[1, 0, 0, 255, 255, 255]]
-    mask = np.array([[0, 1, 0, 0, 0, 7]], np.uint8)  # nonzero = water before
-    assert flood_pixels(now, ok, mask, ok, 1, reference_is_mask=True).tolist() == [[1, 0, 0, 1, 255, 0]]
-
-
-def test_flood_raster_and_polygons(tmp_path):
-    now = np.zeros((48, 48), np.uint8)
-    now[10:30, 5:40] = 1  # water now
-    now[0:2, :] = 255
-    before = np.zeros((48, 48), np.uint8)
-    before[10:30, 5:20] = 1  # the river already there
-    before[40:, :] = 255
-    cu = write_raster(tmp_path / "now.tif", now, block=16)
-    ru = write_raster(tmp_path / "before.tif", before, block=16)
-    fu = flood_raster(cu, ru, str(tmp_path / "flood.tif"), water_class_id=1, block_px=16)
-    assert cog_validate(fu)[0]
-    with rasterio.open(fu) as ds:
-        f = ds.read(1)
-        assert ds.crs.to_epsg() == 32633 and ds.transform == T10 and ds.nodata == 255
-        assert ds.colormap(1)[1][:3] == (0xE3, 0x1A, 0x1C)
-    expected = np.zeros_like(now)
-    expected[10:30, 20:40] = 1
-    expected[0:2, :] = 255
-    expected[40:, :] = 255
-    np.testing.assert_array_equal(f, expected)
-    assert (tmp_path / "flood.qml").exists()
-    res = flood_polygons(fu, str(tmp_path / "flood.gpkg"), shapefile=False)
-    assert res.counts == {"flooded": 1}
-    assert list(pyogrio.list_layers(res.out_uri)[:, 0]) == ["flooded"]
-    df = gpd.read_file(res.out_uri, layer="flooded")
-    assert df["area_m2"].iloc[0] == 20 * 20 * 100.0 and df["class_name"].iloc[0] == "flooded"
-
-
-def test_flood_raster_refuses_another_grid(tmp_path):
-    a = np.zeros((32, 32), np.uint8)
-    cu = write_raster(tmp_path / "now.tif", a)
-    ru = write_raster(tmp_path / "ref.tif", a, crs="EPSG:32632")
-    with pytest.raises(GridMismatchError, match="CRS"):
-        flood_raster(cu, ru, str(tmp_path / "flood.tif"), water_class_id=1)
-    assert not (tmp_path / "flood.tif").exists()
-    with pytest.raises(InputError):
-        flood_raster(cu, cu, str(tmp_path / "flood.tif"), water_class_id=255)
-
-
 def test_union_pixel_polygons_dissolves_shared_edges(caplog):
     import logging
 
-    from unetgeo.vectorize import union_pixel_polygons
+    from unetgeo.merge import union_pixel_polygons
 
     # pieces whose shared edges have different vertices on each side (as across block borders)
     a, b, c = shapely.box(0, 0, 10, 4), shapely.box(0, 4, 5, 8), shapely.box(5, 4, 10, 6)
-    with caplog.at_level(logging.DEBUG, logger="unetgeo.vectorize"):
+    with caplog.at_level(logging.DEBUG, logger="unetgeo.merge"):
         parts = union_pixel_polygons([a, b, c])
     assert "using" not in caplog.text  # the exact edge dissolve handled it, no GEOS fallback
     assert len(parts) == 1 and parts[0].area == 40 + 20 + 10 and parts[0].is_valid
@@ -282,7 +232,8 @@ def test_union_pixel_polygons_dissolves_shared_edges(caplog):
 )
 def test_dissolve_equals_geos_union(mask, cut):
     """Edge dissolve of block pieces == GEOS union, valid, also with diagonal pinches and holes."""
-    from unetgeo.vectorize import dissolve_pixel_polygons, polygonize_labels
+    from unetgeo.io.vector import polygonize_labels
+    from unetgeo.merge import dissolve_pixel_polygons
 
     lab, k = ndimage.label(mask)
     if k == 0:
@@ -325,3 +276,149 @@ def test_vectorize_memory_does_not_grow_with_scene_height(tmp_path):
         tracemalloc.stop()
         assert sum(res.counts.values()) > 50
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+# -- agreement with the whole-raster peer, borders, outputs ------------------------------------------
+
+
+def _peer(arr):
+    """rasterio.features.shapes over the whole array (4-connectivity): {class: (count, area px)}."""
+    from rasterio.features import shapes
+
+    out = {}
+    for g, v in shapes(arr, mask=arr != 255, connectivity=4):
+        n, a = out.get(int(v), (0, 0.0))
+        out[int(v)] = (n + 1, a + shapely.geometry.shape(g).area)
+    return out
+
+
+@pytest.mark.parametrize("seed,size,block,smooth", [(0, 64, 16, True), (1, 200, 32, True), (2, 256, 64, False),
+                                                     (3, 512, 128, True)])
+def test_counts_and_areas_equal_rasterio_shapes(tmp_path, seed, size, block, smooth):
+    arr = np.random.default_rng(seed).choice(np.array([0, 1, 2, 255], np.uint8), size=(size, size), p=[.4, .3, .25, .05])
+    if smooth:
+        arr = ndimage.median_filter(arr, size=5, mode="nearest")
+    cu = write_raster(tmp_path / "c.tif", arr, block=16)
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), shapefile=False, block_px=block, n_threads=3)
+    peer = _peer(arr)
+    got = {int(k.split("_")[1]): v for k, v in res.counts.items() if v}
+    assert got == {c: n for c, (n, _) in peer.items()}
+    for c, (_, area_px) in peer.items():
+        assert res.area_km2[f"class_{c}"] == pytest.approx(area_px * 100.0 / 1e6, rel=1e-12)
+
+
+def test_objects_straddling_block_corners_are_one_polygon(tmp_path):
+    a = np.zeros((48, 48), np.uint8)
+    a[10:22, 10:22] = 1  # square on the corner of four 16-px blocks
+    a[4:44, 30:34] = 2  # bar through three block rows
+    a[30:34, 2:46] = 2  # ... crossed by a bar through three block columns: one plus-shaped object
+    a[16:17, 0:28] = 1  # a one-pixel line just below a block border, through the square
+    cu = write_raster(tmp_path / "c.tif", a)
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), shapefile=False, block_px=16, n_threads=2)
+    assert res.counts["class_1"] == 1 and res.counts["class_2"] == 1 and res.n_merged >= 2
+    from rasterio.features import shapes
+
+    for layer, cid in (("class_1", 1), ("class_2", 2)):
+        df = gpd.read_file(res.out_uri, layer=layer)
+        assert len(df) == 1
+        expect = [shapely.geometry.shape(g) for g, v in shapes(a, mask=a == cid, connectivity=4, transform=T10)]
+        assert len(expect) == 1 and df.geometry.iloc[0].equals(expect[0])
+        assert df.geometry.iloc[0].is_valid
+        # no vertex left on a straight stretch of border (seams dissolved, collinear points dropped)
+        assert len(shapely.get_coordinates(df.geometry.iloc[0])) == len(shapely.get_coordinates(expect[0].normalize()))
+
+
+def test_threads_do_not_change_the_output(tmp_path):
+    arr = ndimage.median_filter(np.random.default_rng(5).integers(0, 3, (160, 160)).astype(np.uint8), 3)
+    cu = write_raster(tmp_path / "c.tif", arr)
+    outs = []
+    for n in (1, 4):
+        res = vectorize(cu, str(tmp_path / f"p{n}.gpkg"), shapefile=False, block_px=32, n_threads=n)
+        outs.append(pd_concat(res.out_uri))
+    assert outs[0] == outs[1]
+
+
+def pd_concat(uri):
+    """Sorted (layer, area, WKB of the normalized geometry) of every polygon."""
+    rows = []
+    for layer in pyogrio.list_layers(uri)[:, 0]:
+        df = pyogrio.read_dataframe(uri, layer=layer)
+        rows += [(layer, a, shapely.normalize(g).wkb) for a, g in zip(df["area_m2"], df.geometry, strict=True)]
+    return sorted(rows)
+
+
+def test_attributes_gpkg_version_and_geoparquet(tmp_path):
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    a = scene_with_shapes()
+    conf = np.full(a.shape, 80, np.uint8)
+    conf[5:10, 3:50] = 95
+    conf[a == 255] = 255
+    cu = write_raster(tmp_path / "classes.tif", a, tags={"class_names": json.dumps(NAMES), "model_id": "m1",
+                                                         "acquired": "2024-05-01T10:30:00Z"})
+    fu = write_raster(tmp_path / "conf.tif", conf)
+    res = vectorize(cu, str(tmp_path / "polygons.gpkg"), confidence_uri=fu, block_px=16, parquet=True, scene_id="s1")
+    assert res.parquet_uri == str(tmp_path / "polygons.parquet")
+    with sqlite3.connect(res.out_uri) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200  # 1.2.0
+    water = gpd.read_file(res.out_uri, layer="water").sort_values("area_m2")
+    expected_cols = {"class_id", "class_name", "area_m2", "perimeter_m", "mean_conf", "max_conf", "scene_id",
+                     "model_id", "acquired", "created"}
+    assert expected_cols <= set(water.columns)
+    assert list(water["perimeter_m"]) == [80.0, pytest.approx(water.geometry.iloc[1].length)]
+    assert water.geometry.iloc[1].length == 2 * (350 + 470) + 4 * 100  # rectangle + the 10x10 hole, metres
+    assert list(water["max_conf"]) == [80, 95]
+    assert str(water["acquired"].iloc[0]).startswith("2024-05-01 10:30:00")
+    assert water["created"].notna().all()
+
+    pqdf = gpd.read_parquet(res.parquet_uri)
+    assert pqdf.crs.to_epsg() == 32633 and len(pqdf) == sum(res.counts.values())
+    assert expected_cols <= set(pqdf.columns)  # geopandas knows the covering column and hides it
+    geo = json.loads(pq.read_schema(res.parquet_uri).metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    raw = pq.read_table(res.parquet_uri, columns=["bbox"]).column("bbox").to_pylist()
+    bounds = np.array([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] for b in raw])
+    np.testing.assert_array_equal(bounds, pqdf.geometry.bounds.to_numpy())
+    by_class = pqdf.groupby("class_name")["area_m2"].sum()
+    assert by_class["water"] == pytest.approx(res.area_km2["water"] * 1e6)
+
+
+def test_ogrinfo_reads_gpkg_without_warning(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("ogrinfo") is None:
+        pytest.skip("ogrinfo is not on PATH")
+    cu = write_raster(tmp_path / "c.tif", scene_with_shapes())
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), class_names=NAMES, block_px=16, shapefile=False)
+    p = subprocess.run(["ogrinfo", "-so", "-al", res.out_uri], capture_output=True, text=True, check=True)
+    assert "perimeter_m" in p.stdout and "max_conf" in p.stdout
+    assert "Warning" not in p.stderr, p.stderr
+
+
+def test_fill_holes_and_coverage_simplify_keep_shared_borders(tmp_path):
+    a = scene_with_shapes()
+    cu = write_raster(tmp_path / "c.tif", a)
+    res = vectorize(cu, str(tmp_path / "f.gpkg"), class_names=NAMES, block_px=16, shapefile=False,
+                    fill_holes_m2=1000.0)  # the 2x2 (400 m²) nodata-free hole goes, the 10x10 one stays
+    bg = gpd.read_file(res.out_uri, layer="background")
+    water = gpd.read_file(res.out_uri, layer="water").sort_values("area_m2")
+    big = water.geometry.iloc[1]
+    assert len(big.interiors) == 1  # 10000 m² hole kept
+    assert bg["area_m2"].iloc[0] == ((a == 0).sum() + 4 + 9) * 100.0  # 2x2 water and 3x3 nodata holes filled
+    res = vectorize(cu, str(tmp_path / "s.gpkg"), class_names=NAMES, block_px=16, shapefile=False, simplify_m=25.0,
+                    batch_size=100_000)
+    allg = np.concatenate([gpd.read_file(res.out_uri, layer=n).geometry.to_numpy() for n in NAMES])
+    assert shapely.is_valid(allg).all()
+    union = shapely.union_all(allg)
+    assert shapely.area(allg).sum() == pytest.approx(union.area, rel=1e-9)  # no overlaps ...
+    assert union.area == pytest.approx((a != 255).sum() * 100.0, rel=1e-9)  # ... and no gaps
+
+
+def test_bad_acquired_time_is_refused(tmp_path):
+    cu = write_raster(tmp_path / "c.tif", np.zeros((16, 16), np.uint8))
+    with pytest.raises(InputError, match="acquired='yesterday'"):
+        vectorize(cu, str(tmp_path / "p.gpkg"), acquired="yesterday")

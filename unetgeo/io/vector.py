@@ -1,4 +1,4 @@
-"""Polygon output (GeoPackage, Shapefile) written in appended batches, and polygon reading.
+"""Polygon output (GeoPackage, Shapefile, GeoParquet) written in appended batches, polygon reading, polygonize.
 
 :class:`PolygonWriter` appends batches of polygons to one GeoPackage layer per class and,
 optionally, to one Shapefile holding all classes. Files are built under ``*.tmp`` names
@@ -8,10 +8,13 @@ for fsspec URLs they are built in a local temp folder and uploaded.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyogrio
 import pyogrio.raw
+import shapely
 
 from unetgeo.errors import InputError
 from unetgeo.io import uri as U
@@ -31,23 +35,28 @@ SHP_EXTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
 class PolygonWriter(PublishOnExit):
-    """Append polygons to a GeoPackage (one layer per class) and optionally a Shapefile.
+    """Append polygons to a GeoPackage (one layer per class), optionally a Shapefile and a GeoParquet file.
+
+    The GeoPackage is written as GPKG 1.2 (``application_id`` "GPKG", ``user_version`` 10200),
+    which GDAL >= 2.2 reads without a warning. Batches go through pyogrio's Arrow path
+    (``write_arrow``); the GeoParquet file (GeoParquet 1.1, WKB, with a ``bbox`` covering column,
+    all classes) is written by pyarrow row group by row group.
 
     Args:
         uri: final ``.gpkg`` path or URL.
         crs_wkt: CRS of the coordinates (WKT).
-        fields: ``{name: numpy dtype}`` of the attributes, in order (names <= 10 characters if a
-            Shapefile is written).
+        schema: Arrow schema of the attributes, in order (without the geometry).
         shapefile_uri: final ``.shp`` path or URL, or None for no Shapefile.
+        parquet_uri: final ``.parquet`` path or URL, or None for no GeoParquet file.
     """
 
-    def __init__(self, uri: str, crs_wkt: str, fields: Mapping[str, Any], *, shapefile_uri: str | None = None):
+    def __init__(self, uri: str, crs_wkt: str, schema: Any, *, shapefile_uri: str | None = None,
+                 parquet_uri: str | None = None):
         self.uri = str(uri)
         self.crs_wkt = crs_wkt
-        self.fields = {k: np.dtype(v) for k, v in fields.items()}
+        self.schema = schema
         self.shapefile_uri = shapefile_uri
-        if shapefile_uri and any(len(k) > 10 for k in self.fields):
-            raise ValueError(f"shapefile attribute names must be <= 10 characters: {list(self.fields)}")
+        self.parquet_uri = parquet_uri
         self._remote = U.is_url(self.uri)
         if self._remote:
             self._tmpdir: str | None = tempfile.mkdtemp(prefix="unetgeo-vec-")
@@ -66,60 +75,73 @@ class PolygonWriter(PublishOnExit):
             U.remove(self.shp_dir)
             os.makedirs(self.shp_dir)
             self.shp_tmp = os.path.join(self.shp_dir, shp_name)
+        self.pq_tmp = os.path.join(base_dir, os.path.basename(str(parquet_uri)) + ".tmp") if parquet_uri else None
+        self._pq: Any = None
         self._layers: set[str] = set()
         self._shp_started = False
         self.closed = False
 
-    def _columns(self, attrs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        missing = set(self.fields) - set(attrs)
-        if missing:
-            raise ValueError(f"attributes missing: {sorted(missing)}")
-        cols = []
-        for k, dt in self.fields.items():
-            a = np.asarray(attrs[k])
-            cols.append(a.astype(object) if dt.kind in "OUS" else a.astype(dt))
-        return cols
-
-    def write(self, layer: str, geoms_wkb: Sequence[bytes] | np.ndarray, attrs: Mapping[str, np.ndarray]) -> None:
-        """Append polygons (WKB) with their attributes to ``layer`` (and to the Shapefile).
+    def write(self, layer: str, table: Any) -> None:
+        """Append polygons to ``layer`` (and to the Shapefile and GeoParquet file).
 
         Args:
             layer: GeoPackage layer name (the class name).
-            geoms_wkb: ``(n,)`` WKB polygons.
-            attrs: ``{field: (n,) array}`` for every field given at construction.
+            table: ``pyarrow.Table`` with the schema's columns and a ``geometry`` column (WKB polygons).
         """
-        geoms = np.asarray(geoms_wkb, dtype=object)
-        cols = self._columns(attrs)
-        names = list(self.fields)
         with warnings.catch_warnings():
-            # GDAL warns about the .tmp extension of the GeoPackage being built
+            # GDAL warns about the .tmp extension of the files being built
             warnings.filterwarnings("ignore", message=".*extension.*", category=RuntimeWarning)
-            pyogrio.raw.write(
-                self.gpkg_tmp, geoms, cols, names, layer=layer, driver="GPKG", geometry_type="Polygon",
-                crs=self.crs_wkt, append=layer in self._layers, promote_to_multi=False,
+            new_file = not self._layers
+            pyogrio.raw.write_arrow(
+                table, self.gpkg_tmp, layer=layer, driver="GPKG", geometry_name="geometry", geometry_type="Polygon",
+                crs=self.crs_wkt, append=layer in self._layers,
+                dataset_options={"VERSION": "1.2"} if new_file else None,
             )
             self._layers.add(layer)
-            if self.shp_tmp and (len(geoms) or not self._shp_started):
-                pyogrio.raw.write(
-                    self.shp_tmp, geoms, cols, names, driver="ESRI Shapefile", geometry_type="Polygon",
-                    crs=self.crs_wkt, encoding="UTF-8", append=self._shp_started, promote_to_multi=False,
+            if self.shp_tmp and (table.num_rows or not self._shp_started):
+                pyogrio.raw.write_arrow(
+                    _shapefile_table(table), self.shp_tmp, driver="ESRI Shapefile", geometry_name="geometry",
+                    geometry_type="Polygon", crs=self.crs_wkt, encoding="UTF-8", append=self._shp_started,
                 )
                 self._shp_started = True
+        if self.pq_tmp and table.num_rows:
+            self._write_parquet(table)
+
+    def _write_parquet(self, table: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        b = shapely.bounds(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))).reshape(-1, 4)
+        bbox = pa.StructArray.from_arrays([pa.array(b[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"])
+        table = table.append_column("bbox", bbox)
+        if self._pq is None:
+            schema = table.schema.with_metadata({b"geo": json.dumps(_geo_metadata(self.crs_wkt)).encode()})
+            self._pq = pq.ParquetWriter(self.pq_tmp, schema, compression="zstd")
+        self._pq.write_table(table.replace_schema_metadata(self._pq.schema.metadata))
 
     def ensure_layer(self, layer: str) -> None:
         """Create ``layer`` empty if nothing was written to it (every class gets a layer)."""
         if layer not in self._layers:
-            empty = {k: np.array([], dtype=object if dt.kind in "OUS" else dt) for k, dt in self.fields.items()}
-            self.write(layer, np.array([], dtype=object), empty)
+            self.write(layer, self._empty_table())
 
-    def close(self) -> tuple[str, str | None]:
-        """Publish the GeoPackage (and Shapefile set); returns their URIs."""
+    def _empty_table(self) -> Any:
+        import pyarrow as pa
+
+        return pa.table({**{f.name: pa.array([], f.type) for f in self.schema}, "geometry": pa.array([], pa.binary())})
+
+    def close(self) -> tuple[str, str | None, str | None]:
+        """Publish the GeoPackage (and Shapefile set, GeoParquet file); returns their URIs."""
         if self.closed:
-            return self.uri, self.shapefile_uri
+            return self.uri, self.shapefile_uri, self.parquet_uri
         self.closed = True
         if not self._layers:
             raise ValueError("no layer was written; call ensure_layer for at least one class")
         try:
+            if self.pq_tmp:
+                if self._pq is None:  # no polygon at all: an empty file with the full schema
+                    self._write_parquet(self._empty_table())
+                self._pq.close()
+                self._publish(self.pq_tmp, str(self.parquet_uri))
             self._publish(self.gpkg_tmp, self.uri)
             if self.shp_tmp and self.shapefile_uri:
                 stem_tmp = self.shp_tmp[:-4]
@@ -132,7 +154,7 @@ class PolygonWriter(PublishOnExit):
             self._cleanup()
             raise
         self._cleanup()
-        return self.uri, self.shapefile_uri
+        return self.uri, self.shapefile_uri, self.parquet_uri
 
     def _publish(self, local: str, dst: str) -> None:
         if self._remote:
@@ -147,13 +169,48 @@ class PolygonWriter(PublishOnExit):
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self._pq is not None:
+            try:
+                self._pq.close()
+            except Exception:  # noqa: BLE001  (already closed, or the write failed)
+                pass
+            self._pq = None
         U.remove(self.gpkg_tmp)
         for suffix in ("-journal", "-wal", "-shm"):
             U.remove(self.gpkg_tmp + suffix)
+        if self.pq_tmp:
+            U.remove(self.pq_tmp)
         if self.shp_dir:
             shutil.rmtree(self.shp_dir, ignore_errors=True)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+#: Shapefile field names are <= 10 characters.
+SHP_RENAME = {"perimeter_m": "perim_m"}
+
+
+def _shapefile_table(table: Any) -> Any:
+    """``table`` as a Shapefile takes it: short names, times as ISO 8601 text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols, names = [], []
+    for f, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(f.type):
+            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ") if len(col) else pa.array([], pa.string())
+        cols.append(col)
+        names.append(SHP_RENAME.get(f.name, f.name))
+    return pa.table(cols, names=names)
+
+
+def _geo_metadata(crs_wkt: str) -> dict[str, Any]:
+    """GeoParquet 1.1 ``geo`` metadata: WKB polygons, PROJJSON CRS, ``bbox`` covering column."""
+    from pyproj import CRS
+
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {
+        "encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_wkt(crs_wkt).to_json_dict(),
+        "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}}}}
 
 
 @contextmanager
@@ -211,3 +268,164 @@ def read_polygons(
         return pyogrio.read_dataframe(
             p, layer=layer, columns=columns, where=where, bbox=bbox, max_features=max_features
         )
+
+
+# -- polygonize through GDAL's C API -------------------------------------------------------------
+
+_GDT_INT32 = 5
+_WKB_POLYGON = 3
+_OFT_INTEGER = 0
+
+
+class _GdalPolygonizer:
+    """``GDALPolygonize`` called through ctypes on the libgdal that rasterio loaded.
+
+    rasterio's ``features.shapes`` holds the GIL during ``GDALPolygonize`` and then builds a
+    GeoJSON dict per polygon; ctypes releases the GIL for every C call, and the polygons come back
+    as one WKB column through OGR's Arrow stream, so blocks polygonize in parallel threads.
+    """
+
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)
+        vp, ci, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+        sigs = {
+            "GDALAllRegister": ([], None), "GDALGetDriverByName": ([cp], vp),
+            "GDALCreate": ([vp, cp, ci, ci, ci, ci, vp], vp), "GDALGetRasterBand": ([vp, ci], vp),
+            "GDALRasterIO": ([vp, ci, ci, ci, ci, ci, vp, ci, ci, ci, ci, ci], ci),
+            "GDALSetGeoTransform": ([vp, ctypes.POINTER(ctypes.c_double)], ci),
+            "GDALDatasetCreateLayer": ([vp, cp, vp, ci, vp], vp), "OGR_Fld_Create": ([cp, ci], vp),
+            "OGR_L_CreateField": ([vp, vp, ci], ci), "OGR_Fld_Destroy": ([vp], None),
+            "GDALPolygonize": ([vp, vp, vp, ci, vp, vp, vp], ci),
+            "OGR_L_GetArrowStream": ([vp, vp, ctypes.POINTER(cp)], ctypes.c_bool),
+            "GDALClose": ([vp], ci), "CPLGetLastErrorMsg": ([], cp),
+        }
+        for name, (args, res) in sigs.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        self.lib = lib
+        lib.GDALAllRegister()
+        self.mem = lib.GDALGetDriverByName(b"MEM")
+        self.vec = lib.GDALGetDriverByName(b"Memory") or self.mem
+        if not self.mem or not self.vec:
+            raise OSError(f"{path}: GDAL has no MEM / Memory driver")
+
+    def _error(self, what: str) -> OSError:
+        msg = (self.lib.CPLGetLastErrorMsg() or b"").decode(errors="replace")
+        return OSError(f"GDAL {what} failed: {msg}")
+
+    def polygonize(self, labels: np.ndarray, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :func:`polygonize_labels`."""
+        import pyarrow as pa
+
+        lib = self.lib
+        lab = np.ascontiguousarray(labels, dtype=np.int32)
+        h, w = lab.shape
+        rds = lib.GDALCreate(self.mem, b"", w, h, 1, _GDT_INT32, None)
+        vds = lib.GDALCreate(self.vec, b"", 0, 0, 0, 0, None)
+        try:
+            if not rds or not vds:
+                raise self._error("MEM dataset creation")
+            gt = (ctypes.c_double * 6)(float(col_off), 1.0, 0.0, float(row_off), 0.0, 1.0)
+            lib.GDALSetGeoTransform(rds, gt)
+            band = lib.GDALGetRasterBand(rds, 1)
+            if lib.GDALRasterIO(band, 1, 0, 0, w, h, lab.ctypes.data, w, h, _GDT_INT32, 0, 0):
+                raise self._error("RasterIO")
+            layer = lib.GDALDatasetCreateLayer(vds, b"p", None, _WKB_POLYGON, None)
+            fld = lib.OGR_Fld_Create(b"v", _OFT_INTEGER)
+            lib.OGR_L_CreateField(layer, fld, 1)
+            lib.OGR_Fld_Destroy(fld)
+            # the label band is its own mask: 0 = no polygon (GDAL reads it as Byte, saturating)
+            if lib.GDALPolygonize(band, band, layer, 0, None, None, None):
+                raise self._error("Polygonize")
+            stream = (ctypes.c_void_p * 5)()
+            opts = (ctypes.c_char_p * 3)(b"INCLUDE_FID=NO", b"GEOMETRY_ENCODING=WKB", None)
+            if not lib.OGR_L_GetArrowStream(layer, ctypes.addressof(stream), opts):
+                raise self._error("GetArrowStream")
+            table = pa.RecordBatchReader._import_from_c(ctypes.addressof(stream)).read_all()
+        finally:
+            if vds:
+                lib.GDALClose(vds)
+            if rds:
+                lib.GDALClose(rds)
+        ids = table.column("v").to_numpy().astype(np.int64)
+        geom_col = [n for n in table.column_names if n != "v"][0]
+        wkb = table.column(geom_col).to_numpy(zero_copy_only=False)
+        return shapely.from_wkb(wkb), ids
+
+
+_POLYGONIZER: list[_GdalPolygonizer | None] = []
+_POLYGONIZER_LOCK = threading.Lock()
+
+
+def _loaded_libgdal() -> str | None:
+    """Path of the libgdal rasterio loaded into this process (Linux), or None."""
+    import rasterio._base  # noqa: F401  (loads libgdal)
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libgdal" in line and "/" in line}
+    except OSError:
+        return None
+    rio_dir = os.path.dirname(os.path.dirname(rasterio._base.__file__))
+    ranked = sorted(paths, key=lambda p: (not p.startswith(os.path.join(rio_dir, "rasterio")), "pyogrio" in p))
+    return ranked[0] if ranked else None
+
+
+def _polygonizer() -> _GdalPolygonizer | None:
+    with _POLYGONIZER_LOCK:
+        if not _POLYGONIZER:
+            inst = None
+            if os.environ.get("UNETGEO_POLYGONIZE", "ctypes") == "ctypes":
+                path = _loaded_libgdal()
+                try:
+                    inst = _GdalPolygonizer(path) if path else None
+                except (OSError, AttributeError) as e:  # AttributeError: a symbol is missing (GDAL < 3.6)
+                    log.info("GDAL C API not usable (%s); polygonizing through rasterio.features.shapes", e)
+            _POLYGONIZER.append(inst)
+        return _POLYGONIZER[0]
+
+
+def _polygonize_rasterio(labels: np.ndarray, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+    from rasterio import Affine
+    from rasterio.features import shapes
+
+    tr = Affine(1.0, 0.0, float(col_off), 0.0, 1.0, float(row_off))
+    coords: list = []
+    lengths: list[int] = []
+    ring_poly: list[int] = []
+    vals: list[int] = []
+    for geom, val in shapes(labels, mask=labels > 0, connectivity=4, transform=tr):
+        pi = len(vals)
+        vals.append(int(val))
+        for ring in geom["coordinates"]:
+            coords.extend(ring)
+            lengths.append(len(ring))
+            ring_poly.append(pi)
+    if not vals:
+        return np.array([], dtype=object), np.array([], dtype=np.int64)
+    xy = np.asarray(coords, dtype=np.float64)
+    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(lengths)), lengths))
+    polys = shapely.polygons(rings, indices=np.asarray(ring_poly))
+    return polys, np.asarray(vals, dtype=np.int64)
+
+
+def polygonize_labels(labels: np.ndarray, row_off: int = 0, col_off: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons of the components of a label image (GDAL polygonize, 4-connectivity).
+
+    Args:
+        labels: ``(h, w)`` int32 component ids, 0 = background.
+        row_off: row of ``labels[0, 0]`` in the raster.
+        col_off: column of ``labels[0, 0]`` in the raster.
+
+    Returns:
+        ``(polygons (n,) shapely, ids (n,) int64)``; coordinates are ``(col, row)`` pixel corners
+        of the whole raster (exact integers), one polygon per 4-connected component. Releases the
+        GIL while GDAL works (C API through ctypes; ``rasterio.features.shapes`` as fallback, or
+        with ``UNETGEO_POLYGONIZE=rasterio``).
+    """
+    if not (labels > 0).any():
+        return np.array([], dtype=object), np.array([], dtype=np.int64)
+    p = _polygonizer()
+    if p is None:
+        return _polygonize_rasterio(labels, row_off, col_off)
+    return p.polygonize(labels, row_off, col_off)
