@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	PREFECT_LOGGING_EXTRA_LOGGERS=unetgeo $(BIN)/unetgeo demo --out $(OUT)
+	PREFECT_LOGGING_EXTRA_LOGGERS=unetgeo $(BIN)/python -m flows.demo --out $(OUT)
 
 test: install
 	PREFECT_LOGGING_EXTRA_LOGGERS=unetgeo $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -18,7 +18,7 @@ import flows  # noqa: F401 - sets PREFECT_LOGGING_EXTRA_LOGGERS before Prefect i
 
 REPO = Path(__file__).resolve().parent.parent
 WORK_POOL = "unetgeo-process"
-JOB_ENV = {"PREFECT_LOGGING_EXTRA_LOGGERS": "unetgeo"}
+JOB_ENV = {"PREFECT_LOGGING_EXTRA_LOGGERS": "unetgeo", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
 FLOOD_MONITOR_EXAMPLE = {
     "inbox": "/data/inbox",
     "reference": "/data/reference/before.tif",

@@ -1,70 +1,64 @@
-"""Flow ``flood-monitor``: new scenes of an inbox folder against a fixed reference, for schedules.
+"""Flow ``flood-monitor``: new scenes of an inbox against a fixed reference, for schedules.
 
-Each run lists ``inbox`` (a folder or URL prefix) for scenes matching ``pattern`` that have no
-``out_root/<scene stem>/summary.json`` yet and runs ``scene-to-polygons`` on each (oldest name
-first, at most ``max_scenes``). A multi-band reference scene is classified once into
-``out_root/reference-<model id>/`` and its ``classes.tif`` is the reference of every later run;
-a water mask or class raster is used as it is.
+Each run takes the complete, not yet processed scenes of ``inbox`` (:func:`unetgeo.monitor.pending_scenes`),
+runs each through the scene pipeline into ``out_root/<scene id>/``, appends one row per scene to
+``out_root/history.csv`` (also a table artifact, keyed per site) and sends an alert through a
+Prefect notification block when the flooded area crosses the thresholds. A bad scene is a
+``failed`` row and never stops the others.
 """
 
 from __future__ import annotations
 
+import re
+
 from prefect import flow, get_run_logger
 
-from flows.scene_to_polygons import _stem, library_logs, scene_to_polygons
+from flows.scene_to_polygons import library_logs, publish_artifacts
+from flows.tasks import prefect_runner
 
 
-def pending_scenes(inbox: str, out_root: str, pattern: str = "*.tif") -> list[str]:
-    """Scenes in ``inbox`` matching ``pattern`` without a finished run in ``out_root``, sorted by name.
+def site_key(out_root: str) -> str:
+    """Artifact key of a site (lowercase letters, digits and dashes, as Prefect requires)."""
+    return "flood-monitor-" + (re.sub(r"[^a-z0-9]+", "-", str(out_root).lower()).strip("-")[-40:] or "site")
 
-    ``inbox`` may also be a single scene file.
-    """
-    from unetgeo.io.uri import exists, fs_for, is_url, join
 
-    fs, path = fs_for(inbox)
-    if fs.isfile(path):
-        found = [inbox]
-    else:
-        proto = inbox.split("://", 1)[0] + "://" if is_url(inbox) else ""
-        found = sorted(proto + p for p in fs.glob(join(path, pattern)))
-    return [s for s in found if not exists(join(out_root, _stem(s), "summary.json"))]
+def send_alert(block_name: str | None, message: str) -> bool:
+    """Notify through the Prefect notification block ``block_name`` (e.g. a webhook); False on failure."""
+    if not block_name:
+        return False
+    from prefect.blocks.core import Block
+
+    try:
+        Block.load(block_name).notify(message, subject="unetgeo flood alert")
+        return True
+    except Exception as e:  # noqa: BLE001 - an alert that cannot go out must not fail the monitor
+        get_run_logger().warning("alert through block %r failed: %s", block_name, e)
+        return False
 
 
 @flow(name="flood-monitor", persist_result=False)
-def flood_monitor(
-    inbox: str,
-    reference: str,
-    model: str,
-    out_root: str,
-    config: str | None = None,
-    pattern: str = "*.tif",
-    max_scenes: int = 4,
-    device: str | None = None,
-) -> dict:
-    """Run ``scene-to-polygons`` for each new scene in ``inbox`` against ``reference``.
+def flood_monitor(inbox: str, reference: str, model: str, out_root: str, config: str | None = None,
+                  pattern: str = "*.tif", max_scenes: int = 4, stable_s: float = 30.0, device: str | None = None,
+                  dask_address: str | None = None, alert_block: str | None = None,
+                  alert_flooded_km2: float | None = None, alert_growth_km2: float | None = None) -> dict:
+    """Process the new scenes of ``inbox``; returns ``{"rows": [history rows], "pending": n left}``."""
+    from unetgeo import monitor
 
-    Returns:
-        ``{"processed": {scene: flooded km²}, "pending": n left for the next run}``.
-    """
-    from unetgeo.io.bundle import read_meta
-    from unetgeo.io.scene import open_scene
-    from unetgeo.io.uri import exists, join
-
-    logger = get_run_logger()
     with library_logs():
-        todo = pending_scenes(inbox, out_root, pattern)
-        logger.info("%d new scene(s) in %s", len(todo), inbox)
-        if not todo:
-            return {"processed": {}, "pending": 0}
-        ref = reference
-        if open_scene(reference).count > 1:  # a scene: classify it once per model
-            ref_dir = join(out_root, f"reference-{read_meta(model).get('model_id') or 'model'}")
-            if not exists(join(ref_dir, "classes.tif")):
-                scene_to_polygons(scene=reference, model=model, out=ref_dir, config=config, device=device)
-            ref = join(ref_dir, "classes.tif")
-        done: dict[str, float] = {}
+        todo = monitor.pending_scenes(inbox, out_root, pattern, stable_s=stable_s)
+        get_run_logger().info("%d new complete scene(s) in %s", len(todo), inbox)
+        opts = {"device": device, "dask_address": dask_address}
+        rows = []
+        if todo:
+            ref = monitor.reference_classes(reference, model, out_root, config=config, runner=prefect_runner, **opts)
         for scene in todo[:max_scenes]:
-            summary = scene_to_polygons(scene=scene, model=model, out=join(out_root, _stem(scene)),
-                                        reference=ref, config=config, device=device)
-            done[scene] = float(summary.get("flooded_km2") or 0.0)
-        return {"processed": done, "pending": max(0, len(todo) - max_scenes)}
+            row = monitor.append_history(out_root, monitor.process_scene(
+                scene, reference=ref, model=model, out_root=out_root, config=config, runner=prefect_runner, **opts))
+            rows.append(row)
+            reason = monitor.alert_reason(row, flooded_over_km2=alert_flooded_km2, growth_over_km2=alert_growth_km2)
+            if reason:
+                send_alert(alert_block, reason)
+        history = monitor.read_history(out_root)
+        publish_artifacts({}, key=site_key(out_root), title=f"flood-monitor {out_root}",
+                          markdown=monitor.history_markdown(history, f"flood-monitor {out_root}"))
+        return {"rows": rows, "pending": max(0, len(todo) - max_scenes)}

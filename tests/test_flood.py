@@ -63,11 +63,3 @@ def test_flood_raster_refuses_another_grid(tmp_path):
     assert not (tmp_path / "flood.tif").exists()
     with pytest.raises(InputError):
         flood_raster(cu, cu, str(tmp_path / "flood.tif"), water_class_id=255)
-
-
-
-
-def test_old_import_path_still_works():
-    from unetgeo.vectorize import flood_raster as old
-
-    assert old is flood_raster

@@ -15,7 +15,8 @@ from unetgeo.grid import Grid, iter_tile_windows
 from unetgeo.io.store import ChunkedStoreWriter
 from unetgeo.report import raster_class_areas_m2, write_report
 from unetgeo.stitch import stitch
-from unetgeo.vectorize import flood_polygons, flood_raster, vectorize
+from unetgeo.flood import flood_polygons, flood_raster
+from unetgeo.vectorize import vectorize
 
 WKT = CRS.from_epsg(32633).to_wkt()
 T = (10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0)

@@ -1,7 +1,8 @@
 """The ``unetgeo`` command: one subcommand per stage, plus ``run`` (all stages) and ``demo``.
 
-Exit codes: 0 success; 2 bad input (one line on stderr naming the file and the problem);
-1 internal error (a traceback with ``-v``).
+Exit codes: 0 success; 2 bad input or a usage error (one line on stderr naming the file or the
+option and the problem); 1 internal error (a traceback with ``-v``). No subcommand imports
+Prefect: ``run`` calls :func:`unetgeo.pipeline.run_scene` directly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any, NoReturn
 
 from unetgeo.errors import UnetgeoError
 
@@ -33,10 +34,20 @@ EPILOG = textwrap.dedent(
       polygons.gpkg    one layer per class: class_name, area_m2, mean_conf, scene_id, model_id
       polygons.shp     the same polygons as a Shapefile (+ .prj, .cpg)
       flood.gpkg       (with --reference) water now that was not water before
-      summary.json     areas, counts, IoU against truth, stage timings;  quicklook.png: a picture
+      summary.json     areas, counts, IoU against truth, options used, stage timings;  quicklook.png
     Exit codes: 0 ok, 2 bad input (one line naming the file and the problem), 1 internal error.
     """
 )
+
+# Options of `run`, `predict` and `evaluate` that set the effective config (unetgeo.config.OPTIONS).
+RUN_OPTIONS = ("tile_px", "halo_px", "scales", "flips", "d4", "batch_size", "device", "workers", "dask_address")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line plus a pointer to ``--help`` (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -49,45 +60,36 @@ def _floats(text: str) -> tuple[float, ...]:
     return vals
 
 
-def _add_inference_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("prediction")
+def _add_inference_args(p: argparse.ArgumentParser, *, cluster: bool = True) -> None:
+    g = p.add_argument_group("prediction (override the config; defaults in configs/flood.yaml)")
+    g.add_argument("--config", default=None, help="YAML config path or name in configs/ (default: embedded flood defaults)")
     g.add_argument("--scales", type=_floats, default=None, metavar="S1,S2",
                    help="test-time scales, fused by averaging probabilities (default 1.0; e.g. 0.75,1,1.25)")
     g.add_argument("--flips", action="store_true", default=None, help="also average horizontal and vertical flips")
     g.add_argument("--d4", action="store_true", default=None, help="average all eight rotations/flips (D4)")
     g.add_argument("--halo", type=int, default=None, dest="halo_px", metavar="PX",
-                   help="context in pixels read around each chunk and cropped away (default 64)")
+                   help="context in pixels read around each chunk and cropped away (default 64, at most the tile size)")
+    g.add_argument("--tile-size", type=int, default=None, dest="tile_px", metavar="PX",
+                   help="chunk side of the Zarr tiles in pixels (default 512)")
     g.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default 4)")
     g.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda, cuda:1 …")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="Dask worker processes sharing the chunks (default: one per GPU, 1 on CPU)")
-    g.add_argument("--tile-size", type=int, default=None, dest="tile_px", metavar="PX",
-                   help="chunk side of the Zarr tiles in pixels (default 512)")
+    _add_band_options(g)
+    g.add_argument("--strict", action="store_true", default=None,
+                   help="stop with exit 2 after tiling when a band's statistics are far from the model's training "
+                   "statistics (default: a warning, recorded in summary.json as input_check)")
+    if cluster:
+        g.add_argument("--dask-address", default=None, metavar="ADDR",
+                       help="scheduler of a running Dask cluster (tcp://host:8786): tiling and prediction chunks "
+                       "run on its workers (default: this machine)")
 
 
-def _inference_from(args: argparse.Namespace, config):
-    upd = {k: getattr(args, k) for k in ("scales", "flips", "d4", "halo_px", "batch_size", "device", "workers")
-           if getattr(args, k, None) is not None}
-    return config.inference.model_copy(update=upd) if upd else config.inference
+def _options(a: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(a, k, None) for k in RUN_OPTIONS}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to render --help in the README)."""
-    p = argparse.ArgumentParser(
-        prog="unetgeo",
-        description="Turn large remote-sensing scenes (GeoTIFF) into georeferenced class rasters and "
-        "land-use / flood polygons with U-Nets. Every stage streams chunk by chunk.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    from unetgeo import __version__
-
-    p.add_argument("--version", action="version", version=f"unetgeo {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_tile(sub: Any) -> None:
     t = sub.add_parser("tile", help="GeoTIFF scene -> Zarr tiles + valid mask",
                        description="Cut a GeoTIFF into a Zarr v3 store of (band, y, x) chunks plus valid.zarr "
                        "(nodata mask) beside it, with grid attributes and per-band statistics. "
@@ -97,28 +99,63 @@ def build_parser() -> argparse.ArgumentParser:
                    "are stacked as bands in that order on the finest grid; a .txt file may list them")
     t.add_argument("out", help="output store, e.g. run/tiles.zarr (valid.zarr is written beside it)")
     t.add_argument("--tile-size", type=int, default=512, dest="tile_px", metavar="PX", help="chunk side (default 512)")
-    t.add_argument("--bands", default=None, help="comma-separated band names in file order (default: band descriptions)")
+    _add_band_options(t)
+    t.add_argument("--band-names", default=None, metavar="N1,N2",
+                   help="comma-separated names to give the file's bands in file order (default: band descriptions)")
     t.add_argument("--dask-address", default=None, help="scheduler address of a running Dask cluster (default: local threads)")
     t.add_argument("--resampling", default="bilinear",
                    help="resampling of stack files coarser than the finest (bilinear, cubic, average, nearest…)")
 
+
+def _add_band_options(g: Any) -> None:
+    """``--bands --sensor --nodata --scale --offset`` (tile, predict, run)."""
+    from unetgeo.bands import SENSORS
+
+    g.add_argument("--bands", default=None, metavar="B1,B2",
+                   help="bands to read, in the model's order: names, band descriptions, codes or 1-based numbers "
+                   "(e.g. B2,B3,B4,B8,B11 or 2,3,4,8,12); codes map to canonical names (B02=blue, B8=nir…)")
+    g.add_argument("--sensor", default=None, choices=SENSORS,
+                   help="band table of the codes (default: guessed from the band / file names, else s2)")
+    g.add_argument("--nodata", default=None, metavar="V|none",
+                   help="nodata value of the scene, or 'none' (default: the file's; undeclared 0 / max fill at the "
+                   "scene edge is detected and masked)")
+    g.add_argument("--scale", type=_numbers, default=None, metavar="S[,S…]",
+                   help="physical = DN * scale + offset, one value or one per band (default: the file's tags)")
+    g.add_argument("--offset", type=_numbers, default=None, metavar="O[,O…]",
+                   help="offset after the scale, one or per band (default: file tags / Sentinel-2 metadata)")
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.0001") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one number, or one per band")
+    return vals
+
+
+def _add_train(sub: Any) -> None:
     tr = sub.add_parser("train", help="train a U-Net from a YAML config",
                         description="Train a segmentation model and write a model bundle "
                         "(model.safetensors, model.json, training report PNG).")
     tr.add_argument("--config", required=True, help="YAML config path or name in configs/ (flood, landuse, …)")
     tr.add_argument("--out", default=None, help="model directory (default models/<config name>)")
-    tr.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    tr.add_argument("--resume", action="store_true", help="continue from checkpoint.json + checkpoint.safetensors in the model directory")
 
+
+def _add_predict(sub: Any) -> None:
     pr = sub.add_parser("predict", help="scene -> classes.tif + confidence.tif",
                         description="Tile a scene, predict every chunk with a halo (seam-free), fuse test-time "
                         "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.")
     pr.add_argument("scene", help="GeoTIFF path or URL")
     pr.add_argument("--model", required=True, help="model directory (model.safetensors + model.json)")
     pr.add_argument("--out", required=True, help="run directory")
-    pr.add_argument("--config", default=None, help="YAML config for inference defaults")
     pr.add_argument("--probs", action="store_true", help="also write probs.tif (one band per class)")
     _add_inference_args(pr)
 
+
+def _add_stitch_vectorize(sub: Any) -> None:
     st = sub.add_parser("stitch", help="probs.zarr -> classes.tif + confidence.tif",
                         description="Turn a probs.zarr store into COGs (classes, confidence).")
     st.add_argument("probs", help="probs.zarr store")
@@ -137,22 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--class-names", default=None, help="comma-separated class names (default: from the raster)")
     ve.add_argument("--no-shapefile", action="store_true", help="GeoPackage only")
 
-    ru = sub.add_parser("run", help="all stages through the Prefect flow scene-to-polygons",
-                        description="Run tile -> predict -> stitch -> vectorize (-> flood) -> report as the Prefect "
-                        "flow 'scene-to-polygons' (ephemeral API unless PREFECT_API_URL is set).")
+
+def _add_run(sub: Any) -> None:
+    ru = sub.add_parser("run", help="all stages: tile, predict, stitch, vectorize, flood, report",
+                        description="Validate every input first (bands, grids, model, output folder: exit 2 in "
+                        "seconds, nothing written), then tile -> predict -> stitch -> vectorize (-> flood) -> report "
+                        "into RUN_DIR. The Prefect flow 'scene-to-polygons' runs the same sequence as tasks.")
     ru.add_argument("scene", help="GeoTIFF path or URL")
     ru.add_argument("--model", required=True, help="model directory")
     ru.add_argument("--out", required=True, help="run directory")
     ru.add_argument("--reference", default=None,
                     help="pre-event scene (or a single-band water mask) on the same grid: writes flood.gpkg")
     ru.add_argument("--truth", default=None, help="label raster on the same grid: IoU goes into summary.json")
-    ru.add_argument("--config", default=None, help="YAML config (default: embedded flood defaults)")
-    ru.add_argument("--dask-address", default=None, help="scheduler address of a running Dask cluster")
     _add_inference_args(ru)
 
+
+def _add_evaluate_demo(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="score a model on labelled data through the full inference path",
                         description="Per-class IoU and mIoU of a model, predicted exactly as `predict` does "
-                        "(tiling, halo, fusion).")
+                        "(same tile size, halo and fusion for the same model and config).")
     ev.add_argument("--model", required=True, help="model directory")
     ev.add_argument("--scene", default=None, help="georeferenced scene")
     ev.add_argument("--labels", default=None, help="label raster (same grid) or vector file for --scene")
@@ -160,19 +200,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--masks", default=None, help="folder of RGB-coded masks (pairs mode)")
     ev.add_argument("--json", default=None, dest="json_out", help="write the scores to this JSON file")
     ev.add_argument("--work", default=None, help="working directory for intermediate stores")
-    _add_inference_args(ev)
+    _add_inference_args(ev, cluster=False)
 
     de = sub.add_parser("demo", help="make data, train a small model, run a flood scene end to end",
                         description="Generate a synthetic pre/post flood pair and a training scene, train a small "
-                        "U-Net on CPU, run the post-flood scene through scene-to-polygons with the pre-flood scene "
-                        "as reference, and print water IoU, flooded km² and timings.")
+                        "U-Net on CPU, run the post-flood scene through every stage with the pre-flood scene "
+                        "as reference, and print water IoU, flooded km² and timings. `make demo` does the same "
+                        "through the Prefect flow scene-to-polygons.")
     de.add_argument("--out", default="demo", help="output directory (default ./demo)")
     de.add_argument("--size", type=int, default=1024, dest="size_px", help="scene side in pixels (default 1024)")
     de.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render --help in the README)."""
+    from unetgeo import __version__
+
+    p = _Parser(prog="unetgeo", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Turn large remote-sensing scenes (GeoTIFF) into georeferenced class rasters and "
+                "land-use / flood polygons with U-Nets. Every stage streams chunk by chunk.")
+    p.add_argument("--version", action="version", version=f"unetgeo {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in (_add_tile, _add_train, _add_predict, _add_stitch_vectorize, _add_run, _add_evaluate_demo):
+        add(sub)
     return p
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
+def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -185,12 +242,16 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _cmd_tile(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.bands import ReadOptions, parse_bands
     from unetgeo.tiling import make_tiles
 
-    bands = [b.strip() for b in a.bands.split(",")] if a.bands else None
+    names = parse_bands(a.band_names)
+    bands = parse_bands(a.bands)
+    read = ReadOptions(bands=tuple(bands) if bands else None, sensor=a.sensor, nodata=a.nodata,
+                       scale=a.scale, offset=a.offset)
     scene = a.scene[0] if len(a.scene) == 1 else a.scene
-    r = make_tiles(scene, a.out, tile_px=a.tile_px, band_names=bands, dask_address=a.dask_address,
-                   progress=progress, resampling=a.resampling)
+    r = make_tiles(scene, a.out, tile_px=a.tile_px, band_names=names, dask_address=a.dask_address,
+                   progress=progress, resampling=a.resampling, read=read)
     print(f"{r.tiles_uri}: {r.grid.height}x{r.grid.width} px, bands {list(r.band_names)}, "
           f"{r.n_chunks} chunks ({r.n_written} written) in {r.seconds:.1f} s; mask {r.valid_uri}")
     return 0
@@ -198,9 +259,11 @@ def _cmd_tile(a: argparse.Namespace, progress: bool) -> int:
 
 def _cmd_train(a: argparse.Namespace, progress: bool) -> int:
     from unetgeo.config import load_config
+    from unetgeo.pipeline import check_training_inputs
     from unetgeo.train import train
 
     cfg = load_config(a.config)
+    check_training_inputs(cfg, a.config)
     out = a.out or os.path.join("models", cfg.name)
     kwargs = {"resume": True} if a.resume else {}
     r = train(cfg, out, progress=progress, **kwargs)
@@ -210,33 +273,21 @@ def _cmd_train(a: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace, progress: bool) -> int:
-    from unetgeo.config import load_config
-    from unetgeo.infer import predict_tiles
-    from unetgeo.io.bundle import read_meta
-    from unetgeo.io.uri import join, makedirs
-    from unetgeo.model import ModelMeta, check_bands
-    from unetgeo.stitch import stitch
-    from unetgeo.tiling import make_tiles, scene_info
+    from unetgeo.pipeline import make_run, predict_scene
 
-    cfg = load_config(a.config)
-    spec = _inference_from(a, cfg)
-    meta = ModelMeta.from_dict(read_meta(a.model), where=f"{a.model}/model.json")
-    info = scene_info(a.scene)
-    check_bands(meta, list(info.band_names), a.scene)  # before anything is written
-    makedirs(a.out)
-    tile_px = a.tile_px or cfg.tiling.tile_px
-    tr = make_tiles(a.scene, join(a.out, "tiles.zarr"), tile_px=tile_px, progress=progress)
-    pr = predict_tiles(tr.tiles_uri, a.model, join(a.out, "probs.zarr"), valid_uri=tr.valid_uri, inference=spec, progress=progress)
-    sr = stitch(pr.probs_uri, tr.valid_uri, a.out, write_probs=a.probs, progress=progress)
+    run = make_run(a.scene, a.model, a.out, config=a.config, write_probs=a.probs, **_options(a))
+    r = predict_scene(run, progress=progress)
+    tr, pr, sr = r["tile"], r["predict"], r["stitch"]
     print(f"{sr.classes_uri} and {sr.confidence_uri} written ({pr.megapixels:.1f} Mpx, "
           f"tile {tr.seconds:.1f} s, predict {pr.seconds:.1f} s on {pr.device}, stitch {sr.seconds:.1f} s)")
     return 0
 
 
 def _cmd_stitch(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.io.uri import sibling
     from unetgeo.stitch import stitch
 
-    sr = stitch(a.probs, a.valid or str(Path(a.probs).parent / "valid.zarr"), a.out, write_probs=a.probs_tif, progress=progress)
+    sr = stitch(a.probs, a.valid or sibling(a.probs, "valid.zarr"), a.out, write_probs=a.probs_tif, progress=progress)
     print(f"{sr.classes_uri} and {sr.confidence_uri} written in {sr.seconds:.1f} s")
     return 0
 
@@ -254,31 +305,30 @@ def _cmd_vectorize(a: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_run(a: argparse.Namespace, progress: bool) -> int:
-    from flows.cli_entry import run_scene_flow  # Prefect lives in flows/, imported only here
+    from unetgeo.pipeline import make_run, run_scene
 
-    summary = run_scene_flow(
-        scene=a.scene, model=a.model, out=a.out, reference=a.reference, truth=a.truth, config=a.config,
-        dask_address=a.dask_address, scales=list(a.scales) if a.scales else None, flips=a.flips, device=a.device,
-    )
-    print(json.dumps({k: summary[k] for k in ("area_km2", "flooded_km2", "iou", "miou", "timings_s") if k in summary}, indent=1))
+    run = make_run(a.scene, a.model, a.out, reference=a.reference, truth=a.truth, config=a.config, **_options(a))
+    summary = run_scene(run, progress=progress)
+    print(json.dumps({k: summary[k] for k in ("area_km2", "flooded_km2", "iou", "miou", "timings_s") if k in summary},
+                     indent=1))
     print(f"outputs in {a.out}")
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace, progress: bool) -> int:
+    from unetgeo.config import build_config
     from unetgeo.evaluate import evaluate_model
 
-    spec = _inference_from(a, __import__("unetgeo.config", fromlist=["Config"]).Config())
+    cfg = build_config(a.config, _options(a))
     scores = evaluate_model(a.model, scene=a.scene, labels=a.labels, images=a.images, masks=a.masks,
-                            inference=spec, work_dir=a.work, progress=progress)
+                            inference=cfg.inference, tile_px=cfg.tiling.tile_px, work_dir=a.work, progress=progress)
     for name, v in scores["iou"].items():
         print(f"{name:>16}: IoU {v:.3f}")
     print(f"{'mIoU':>16}: {scores['miou']:.3f}")
     if a.json_out:
-        from unetgeo.io.uri import open_file
+        from unetgeo.io.uri import write_atomic
 
-        with open_file(a.json_out, "w") as f:
-            f.write(json.dumps(scores, indent=1))
+        write_atomic(a.json_out, json.dumps(scores, indent=1))
     return 0
 
 
@@ -299,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unetgeo`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet)
     progress = not args.quiet
     try:
         return COMMANDS[args.command](args, progress)

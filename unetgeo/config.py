@@ -11,7 +11,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,7 +77,14 @@ class SceneLabels(_Frozen):
         default=None, description="for vector labels: the attribute that holds the class"
     )
     class_map: dict[str, int] | None = Field(
-        default=None, description="for vector labels: attribute value -> class id"
+        default=None,
+        description="vector labels: attribute value -> class id ('__other__': id for uncovered pixels); "
+        "raster labels: raster value (e.g. '-1') -> class id; 255 = ignore",
+    )
+    ignore_values: tuple[float, ...] = Field(
+        default=(),
+        description="raster labels: values that mean 'not labelled' (e.g. [-1] for Sen1Floods11); "
+        "ignored in the loss and in validation",
     )
 
 
@@ -149,6 +157,13 @@ class InferenceSpec(_Frozen):
         "batch in one pass), on CPU batch_size (larger passes are slower per pixel there)",
     )
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"device={v!r} is not a device; use auto, cpu, cuda or cuda:N")
+        return v
+
     @model_validator(mode="after")
     def _weights_match(self) -> InferenceSpec:
         if any(s <= 0 for s in self.scales):
@@ -169,11 +184,55 @@ class VectorizeSpec(_Frozen):
     parquet: bool = False
 
 
+class ClusterSpec(_Frozen):
+    """Where the chunks of tiling and prediction run."""
+
+    dask_address: str | None = Field(
+        default=None, description="scheduler of a running Dask cluster (tcp://host:8786); null = this machine"
+    )
+
+
 class FloodSpec(_Frozen):
     """Flood-monitoring settings: which class is water, how small a flood patch may be."""
 
     water_class: str = "water"
     min_area_m2: float = Field(default=0.0, ge=0)
+
+
+class InputSpec(_Frozen):
+    """How scenes are read: band selection, nodata, radiometry, and the input guard's thresholds."""
+
+    bands: tuple[str, ...] | None = Field(
+        default=None, description="bands to read in the model's order: names, codes (B02, B8A, SR_B5) or 1-based numbers"
+    )
+    sensor: Literal["s2", "landsat8", "landsat7", "s1"] | None = Field(
+        default=None, description="band table of the codes; null = guessed from the band / file names"
+    )
+    nodata: float | Literal["none"] | None = Field(
+        default=None, description="nodata value of the scene; 'none' = no nodata; null = the file's, else detected"
+    )
+    scale: tuple[float, ...] | None = Field(default=None, description="per band (or one) DN * scale + offset")
+    offset: tuple[float, ...] | None = Field(default=None, description="per band (or one) offset, after scale")
+    detect_nodata: bool = Field(default=True, description="mask undeclared nodata (0 / dtype max at the edge)")
+    guard_mean_sd: float = Field(
+        default=3.0, gt=0, description="warn when a band's mean is this many training stds from the training mean"
+    )
+    guard_std_ratio: float = Field(
+        default=4.0, gt=1, description="warn when a band's std differs from the training std by this factor"
+    )
+    strict: bool = Field(default=False, description="an input guard warning is an error (exit 2) before prediction")
+
+    @field_validator("bands", "scale", "offset", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("nodata", mode="before")
+    @classmethod
+    def _nodata(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("none", "null", ""):
+            return "none"
+        return v
 
 
 _FLOOD_CLASSES = (
@@ -194,6 +253,8 @@ class Config(_Frozen):
     inference: InferenceSpec = InferenceSpec()
     vectorize: VectorizeSpec = VectorizeSpec()
     flood: FloodSpec | None = FloodSpec()
+    cluster: ClusterSpec = ClusterSpec()
+    input: InputSpec = InputSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -204,6 +265,10 @@ class Config(_Frozen):
             raise ValueError(f"need 2 to 254 classes (255 is nodata), got {len(names)}")
         if self.flood is not None and self.flood.water_class not in names:
             raise ValueError(f"flood.water_class={self.flood.water_class!r} is not one of the classes {names}")
+        if self.inference.halo_px > self.tiling.tile_px:
+            raise ValueError(f"inference.halo_px={self.inference.halo_px} is larger than tiling.tile_px="
+                             f"{self.tiling.tile_px}; a halo is context around a chunk: use at most the tile "
+                             f"size (default {InferenceSpec().halo_px})")
         return self
 
     @property
@@ -222,6 +287,44 @@ def _configs_dirs() -> list[Path]:
     return [Path.cwd() / "configs", here]
 
 
+def _read_yaml(path_or_name: str | Path) -> tuple[dict, str]:
+    """``(mapping, source path)`` of a YAML config given by path or by name in ``configs/``."""
+    import yaml  # local: yaml is only needed when a file is read
+
+    from unetgeo.io.files import is_file, read_text
+
+    p = Path(path_or_name)
+    if not p.suffix and not is_file(p):
+        for d in _configs_dirs():
+            if is_file(d / f"{p.name}.yaml"):
+                p = d / f"{p.name}.yaml"
+                break
+    if not is_file(p):
+        raise ConfigError(f"{path_or_name}: config file not found; pass a YAML path or one of configs/*.yaml")
+    try:
+        data = yaml.safe_load(read_text(p)) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of settings, got {type(data).__name__}")
+    return data, str(p)
+
+
+def _validate(data: dict, source: str, named: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """``Config.model_validate(data)``; the first problem becomes a one-line ConfigError naming the
+    key (or, for a value given as an option, the option: ``named`` maps ``(section, field)`` to it)."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = tuple(str(x) for x in first["loc"])
+        where = ".".join(loc) or "(top level)"
+        option = (named or {}).get(loc[:2]) if len(loc) >= 2 else None
+        if option:
+            where = f"{option}={first.get('input')!r} ({where})"
+        raise ConfigError(f"{source}: {where}: {first['msg']} ({e.error_count()} problem(s) in all)") from e
+
+
 def load_config(path_or_name: str | Path | None = None, **overrides) -> Config:
     """Load and validate a YAML config.
 
@@ -233,31 +336,53 @@ def load_config(path_or_name: str | Path | None = None, **overrides) -> Config:
     Raises:
         ConfigError: the file is missing, is not YAML, or fails validation (names the key).
     """
-    import yaml  # local: yaml is only needed when a file is read
-
-    data: dict = {}
-    if path_or_name is not None:
-        p = Path(path_or_name)
-        if not p.suffix and not p.exists():
-            for d in _configs_dirs():
-                if (d / f"{p.name}.yaml").exists():
-                    p = d / f"{p.name}.yaml"
-                    break
-        if not p.exists():
-            raise ConfigError(f"{path_or_name}: config file not found; pass a YAML path or one of configs/*.yaml")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of settings, got {type(data).__name__}")
-        source = str(p)
-    else:
-        source = "embedded defaults"
+    data, source = _read_yaml(path_or_name) if path_or_name is not None else ({}, "embedded defaults")
     data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in overrides.items()})
-    try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {loc}: {first['msg']} ({e.error_count()} problem(s) in all)") from e
+    return _validate(data, source)
+
+
+# Options of the command line and the flows, by name: the (section, field) of Config they set.
+OPTIONS: dict[str, tuple[str, str]] = {
+    **{name: ("inference", name) for name in ("halo_px", "scales", "flips", "d4", "batch_size", "device", "workers",
+                                              "precision")},
+    **{name: ("vectorize", name) for name in ("min_area_m2", "simplify_m", "shapefile")},
+    "tile_px": ("tiling", "tile_px"),
+    "dask_address": ("cluster", "dask_address"),
+    "bands": ("input", "bands"),
+    "sensor": ("input", "sensor"),
+    "nodata": ("input", "nodata"),
+    "scale": ("input", "scale"),
+    "offset": ("input", "offset"),
+    "strict": ("input", "strict"),
+}
+
+
+def build_config(path_or_name: str | Path | None = None, options: Mapping[str, Any] | None = None) -> Config:
+    """The effective configuration of a run: embedded defaults < YAML file < options.
+
+    The one place where command-line options and flow parameters meet the config: every
+    option in :data:`OPTIONS` that is not None replaces its field, and the result is validated
+    as a whole (so ``halo_px=-10``, ``batch_size=0`` or a halo larger than the tile are refused
+    with a one-line :class:`ConfigError` naming the option).
+
+    Args:
+        path_or_name: YAML path or name in ``configs/``; None for the embedded defaults.
+        options: ``{option: value}`` (names of :data:`OPTIONS`; None values are ignored).
+
+    Raises:
+        ConfigError: unknown option, bad file, or a value that fails validation.
+    """
+    data, source = _read_yaml(path_or_name) if path_or_name is not None else ({}, "embedded defaults")
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(OPTIONS)}")
+    for name, value in given.items():
+        section, field = OPTIONS[name]
+        sec = dict(data.get(section) or {})
+        sec[field] = list(value) if isinstance(value, tuple) else value
+        if name == "scales":
+            sec["scale_weights"] = None  # weights belong to the file's scales
+        data[section] = sec
+    named = {OPTIONS[k]: k for k in given}
+    return _validate(data, source if not given else f"{source} + options", named)

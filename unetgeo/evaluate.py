@@ -234,6 +234,7 @@ def evaluate_model(
     images: str | None = None,
     masks: str | None = None,
     inference=None,
+    tile_px: int | None = None,
     work_dir: str | None = None,
     class_attribute: str | None = None,
     class_map: dict[str, int] | None = None,
@@ -246,6 +247,11 @@ def evaluate_model(
     stem; mask colours from the model's classes, ``rgb``). Every image goes through
     :func:`unetgeo.tiling.make_tiles` (pairs: written to a pixel-grid store) and
     :func:`unetgeo.infer.predict_tiles` exactly as ``unetgeo predict`` runs them.
+
+    Args:
+        inference: an :class:`unetgeo.config.InferenceSpec` (default: the embedded defaults).
+        tile_px: chunk side of the tiles; default the embedded config's ``tiling.tile_px``, the
+            tile size ``unetgeo predict`` uses for the same model and config.
 
     Returns:
         :meth:`ConfusionMatrix.as_dict` plus ``images`` (how many were scored).
@@ -260,7 +266,10 @@ def evaluate_model(
     from unetgeo.io.uri import remove
     from unetgeo.model import ModelMeta
 
+    from unetgeo.config import Config
+
     meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
+    tile_px = int(tile_px or Config().tiling.tile_px)
     cm = ConfusionMatrix(meta.n_classes)
     tmp = None
     if work_dir is None:
@@ -268,10 +277,11 @@ def evaluate_model(
         work_dir = tmp
     try:
         if scene and labels:
-            _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress)
+            _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress,
+                            tile_px)
             n = 1
         elif images and masks:
-            n = _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress)
+            n = _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress, tile_px)
         else:
             raise InputError("evaluate needs --scene with --labels, or --images with --masks")
     finally:
@@ -283,7 +293,8 @@ def evaluate_model(
     return out
 
 
-def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress) -> None:
+def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress,
+                            tile_px) -> None:
     import hashlib
 
     from unetgeo.infer import predict_tiles
@@ -291,58 +302,61 @@ def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, cla
     from unetgeo.io.uri import join
     from unetgeo.tiling import make_tiles
 
-    tr = make_tiles(scene, join(work_dir, "tiles.zarr"), tile_px=meta.tile_px, progress=progress)
+    tr = make_tiles(scene, join(work_dir, "tiles.zarr"), tile_px=tile_px, progress=progress)
     key = hashlib.sha256(f"{labels}|{class_attribute}|{class_map}|{tr.tiles_uri}".encode()).hexdigest()[:16]
     lab_uri = join(work_dir, "labels.zarr")
     if is_vector_file(labels):
-        write_vector_label_store(labels, tr.grid, lab_uri, tile_px=meta.tile_px, n_classes=meta.n_classes,
+        write_vector_label_store(labels, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
                                  class_attribute=class_attribute, class_map=class_map,
                                  class_names=meta.class_names, run_key=key, image_uri=scene)
     else:
-        write_raster_label_store(labels, tr.grid, lab_uri, tile_px=meta.tile_px, n_classes=meta.n_classes,
+        write_raster_label_store(labels, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
                                  class_map=class_map, run_key=key, image_uri=scene)
     pr = predict_tiles(tr.tiles_uri, model_dir, join(work_dir, "probs.zarr"), valid_uri=tr.valid_uri,
                        inference=inference, progress=progress)
     _score_stores(pr.probs_uri, lab_uri, tr.valid_uri, cm)
 
 
-def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress) -> int:
-    import os
+def _stem(uri: str) -> str:
+    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
 
+
+def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress, tile_px) -> int:
     from unetgeo.errors import LabelError
     from unetgeo.grid import Grid, iter_tile_windows
     from unetgeo.infer import predict_tiles
     from unetgeo.io.labels import read_pair
     from unetgeo.io.store import ChunkedStoreWriter
-    from unetgeo.io.uri import join, local_path, remove
+    from unetgeo.io.files import list_files, mtime_ns
+    from unetgeo.io.uri import join, remove
 
     classes = meta.raw.get("classes", [])
+    mask_by_stem = {_stem(p): p for p in list_files(masks)}
+    imgs = list_files(images)
+    if not imgs:
+        raise LabelError(f"{images}: no image files found (give --images a folder of images)")
     class_rgb = [tuple(c["rgb"]) if c.get("rgb") else None for c in classes]
     if not any(class_rgb):
         raise LabelError(f"{model_dir}/model.json: classes carry no mask colours (rgb), so RGB masks cannot be decoded")
     pairs_cfg = (meta.raw.get("training") or {}).get("training", {}).get("pairs") or {}
     ignore_rgb = [tuple(c) for c in pairs_cfg.get("ignore_rgb", [])]
-    img_dir, mask_dir = local_path(images), local_path(masks)
-    mask_by_stem = {p.stem: p for p in mask_dir.iterdir() if p.is_file()} if mask_dir.is_dir() else {}
-    imgs = sorted(p for p in img_dir.iterdir() if p.is_file()) if img_dir.is_dir() else []
-    if not imgs:
-        raise LabelError(f"{images}: no image files found")
     n = 0
     for img in imgs:
-        mask = mask_by_stem.get(img.stem)
+        mask = mask_by_stem.get(_stem(img))
         if mask is None:
             raise LabelError(f"{img}: no mask with the same name in {masks}")
         arr, lab = read_pair(str(img), str(mask), class_rgb, ignore_rgb, len(meta.in_bands))
         h, w = lab.shape
         grid = Grid(crs_wkt="", transform=(1.0, 0.0, 0.0, 0.0, -1.0, float(h)), height=h, width=w)
-        t = meta.tile_px
+        t = tile_px
         run = join(work_dir, f"pair_{n}")
         stores = {}
         for name, data, dtype, fill in (("tiles", arr, arr.dtype, 0), ("valid", np.ones((h, w), bool), bool, False),
                                         ("labels", lab, np.uint8, 255)):
             attrs = {**grid.to_attrs(), "band_names": list(meta.in_bands), "source": {"uri": str(img)}}
             wr = ChunkedStoreWriter(join(run, f"{name}.zarr"), shape=data.shape, chunk_px=t, dtype=dtype,
-                                    fill_value=fill, attrs=attrs, run_key=f"{img}:{os.path.getmtime(img)}")
+                                    fill_value=fill, attrs=attrs, run_key=f"{img}:{mtime_ns(img)}")
             for win in iter_tile_windows(h, w, t):
                 wr.write(win, data[(..., *win.slices)])
             stores[name] = wr.publish({})
@@ -352,5 +366,5 @@ def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, pro
         remove(run)
         n += 1
         if progress:
-            print(f"scored {img.name}: running mIoU {cm.miou():.3f}")
+            log.info("scored %s: running mIoU %.3f", img, cm.miou())
     return n

@@ -392,6 +392,24 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
     return n_blocks
 
 
+def _write(classes_uri: str, confidence_uri: str | None, job_args: tuple, writer: PolygonWriter, sink: _Sink,
+           merge: BorderMerge, layer_ids: Sequence[int], run: tuple) -> tuple[int, tuple]:
+    """Polygonise every block into ``writer`` and publish it (abort on any error): ``(blocks, URIs)``."""
+    grid, steps, n_threads, bar = run
+    try:
+        with SceneReader(classes_uri) as cr, (SceneReader(confidence_uri) if confidence_uri else _Null()) as fr:
+            n_blocks = _run_blocks(_Job(cr, fr, *job_args), grid, steps, sink, merge, n_threads, bar)
+        sink.flush()
+        for cid in layer_ids:
+            writer.ensure_layer(sink.name(cid))
+        if not layer_ids and not sink.counts:
+            writer.ensure_layer("polygons")
+        return n_blocks, writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def vectorize(
     classes_uri: str,
     out_uri: str,
@@ -421,12 +439,10 @@ def vectorize(
             gives ``mean_conf`` and ``max_conf``.
         class_names: class names by id (default: the raster's ``class_names`` tag, else ``class_<id>``).
         min_area_m2: drop polygons smaller than this, m² (after hole filling).
-        simplify_m: coverage simplification tolerance, metres (0 = exact pixel outlines); borders
-            shared by two polygons stay shared.
+        simplify_m: coverage simplification tolerance, metres (0 = exact outlines; shared borders stay shared).
         fill_holes_m2: fill holes smaller than this, m² (0 = keep all holes).
-        shapefile: also write ``<out stem>.shp`` (single layer, all classes; ``perimeter_m`` is
-            ``perim_m`` there, times are text).
-        parquet: also write ``<out stem>.parquet`` (GeoParquet 1.1 with a ``bbox`` covering column).
+        shapefile, parquet: also write ``<out stem>.shp`` (one layer, ``perim_m``, times as text) /
+            ``<out stem>.parquet`` (GeoParquet 1.1 with a ``bbox`` covering column).
         scene_id: stored on every polygon (default: the raster's ``scene_id`` tag, else its stem).
         model_id: stored on every polygon (default: the raster's ``model_id`` tag).
         acquired: scene acquisition time, ISO 8601 (default: the raster's ``acquired`` tag, else null).
@@ -463,18 +479,9 @@ def vectorize(
                  fill_holes_m2=fill_holes_m2, meta=meta, batch=batch_size)
     merge = BorderMerge(grid.width, steps)
     try:
-        with SceneReader(classes_uri) as cr, (SceneReader(confidence_uri) if confidence_uri else _Null()) as fr:
-            job = _Job(cr, fr, str(info.dtype), keep, grid.height, grid.width)
-            n_blocks = _run_blocks(job, grid, steps, sink, merge, n_threads, bar)
-        sink.flush()
-        for cid in layer_ids:
-            writer.ensure_layer(sink.name(cid))
-        if not layer_ids and not sink.counts:
-            writer.ensure_layer("polygons")
-        out_uri, shp_uri, pq_uri = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+        job_args = (str(info.dtype), keep, grid.height, grid.width)
+        n_blocks, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer, sink, merge,
+                                                      layer_ids, (grid, steps, n_threads, bar))
     finally:
         if bar is not None:
             bar.close()
@@ -491,20 +498,6 @@ class _Null:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-_MOVED = {"flood_pixels": "unetgeo.flood", "flood_raster": "unetgeo.flood", "flood_polygons": "unetgeo.flood",
-          "FLOOD_CLASS_COLORS": "unetgeo.flood", "FLOOD_CLASS_NAMES": "unetgeo.flood", "AreaModel": "unetgeo.area",
-          "union_pixel_polygons": "unetgeo.merge", "dissolve_pixel_polygons": "unetgeo.merge"}
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved out of this module stay importable from it (lazily: no import cycle)."""
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["FIELDS", "NODATA", "VectorizeResult", "fill_holes", "label_block", "vectorize"]

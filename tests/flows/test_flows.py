@@ -1,7 +1,7 @@
 """The Prefect flows run the real stages end to end on a tiny synthetic flood pair.
 
-Runs use Prefect's ephemeral API (a temporary local server with a throw-away DB, started once
-per session, ~5-15 s) exactly as ``unetgeo run`` does; each flow run then takes ~1-3 s.
+Runs use Prefect's own ephemeral API (a temporary local server with a throw-away DB, started
+once per session, ~5-15 s); each flow run then takes ~1-3 s.
 """
 
 from __future__ import annotations
@@ -87,21 +87,18 @@ def _water_mask(labels_uri: str, out: Path) -> Path:
 
 
 def test_api_accepts_the_explicit_nulls_prefect_clients_send() -> None:
-    """Prefect 3.8.8's clients send ``"limit": null`` etc. in filter bodies; FastAPI >= 0.151 answers
+    """Prefect's clients send ``"limit": null`` etc. in filter bodies; FastAPI >= 0.151 answers
     422 to those (``prefect deploy``, workers and artifact reads break): fastapi must be < 0.151."""
     import anyio
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import WorkPoolFilter
-
-    from flows.cli_entry import prefect_runtime
 
     async def calls():
         async with get_client() as client:
             await client.read_artifacts()  # body {"limit": null, "offset": null, "sort": null, ...}
             await client.read_work_pools(work_pool_filter=WorkPoolFilter())
 
-    with prefect_runtime():
-        anyio.run(calls)
+    anyio.run(calls)
 
 
 # -- retry policy ----------------------------------------------------------------------------------
@@ -137,7 +134,6 @@ def test_stage_tasks_retry_oserror_and_never_valueerror() -> None:
     """The real task engine with the stage options: OSError is retried, ValueError is not."""
     from prefect import flow, task
 
-    from flows.cli_entry import prefect_runtime
     from flows.tasks import STAGE
 
     calls: list[str] = []
@@ -153,22 +149,23 @@ def test_stage_tasks_retry_oserror_and_never_valueerror() -> None:
     def run(kind: str) -> str:
         return flaky(kind)
 
-    with prefect_runtime():
-        assert run("io") == "ok"
-        assert calls == ["io", "io"]
-        calls.clear()
-        with pytest.raises(ValueError, match="bad input"):
-            run("value")
-        assert calls == ["value"]
+    assert run("io") == "ok"
+    assert calls == ["io", "io"]
+    calls.clear()
+    with pytest.raises(ValueError, match="bad input"):
+        run("value")
+    assert calls == ["value"]
 
 
 def test_stage_tasks_do_not_hash_or_persist_inputs() -> None:
     from prefect.cache_policies import NONE
 
     from flows import tasks
+    from unetgeo.stitch import stitch
+    from unetgeo.tiling import make_tiles
 
-    stage_tasks = [tasks.inspect_inputs, tasks.tile, tasks.predict, tasks.stitch, tasks.vectorize,
-                   tasks.flood_raster, tasks.flood_polygons, tasks.report, tasks.train]
+    stage_tasks = [tasks.stage_task("tile", make_tiles), tasks.stage_task("stitch", stitch, "stitch-reference")]
+    assert [t.name for t in stage_tasks] == ["tile", "stitch"]
     for t in stage_tasks:
         assert isinstance(t.cache_policy, type(NONE)), t.name
         assert t.persist_result is False, t.name
@@ -181,21 +178,19 @@ def test_stage_tasks_do_not_hash_or_persist_inputs() -> None:
 
 def test_scene_flow_with_reference_scene(tmp_path: Path, pair: dict, tiny_model: Path, tiny_config: Path) -> None:
     """All stages, the reference scene classified too, flood = water now and not water before."""
-    from flows.cli_entry import prefect_runtime
     from flows.scene_to_polygons import SUMMARY_ARTIFACT_KEY, scene_to_polygons
-    from unetgeo.vectorize import flood_pixels
+    from unetgeo.flood import flood_pixels
 
     out = tmp_path / "run"
-    with prefect_runtime():
-        state = scene_to_polygons(scene=pair["post"].image_uri, model=str(tiny_model), out=str(out),
-                                  reference=pair["pre"].image_uri, truth=pair["post"].labels_uri,
-                                  config=str(tiny_config), return_state=True)
-        assert state.is_completed(), state.message
-        summary = state.result()
-        run_id = state.state_details.flow_run_id
-        artifacts = _artifacts(run_id)
-        logs = _logs(run_id)
-        task_names = sorted(t["name"] for t in _task_runs(run_id))
+    state = scene_to_polygons(scene=pair["post"].image_uri, model=str(tiny_model), out=str(out),
+                              reference=pair["pre"].image_uri, truth=pair["post"].labels_uri,
+                              config=str(tiny_config), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    run_id = state.state_details.flow_run_id
+    artifacts = _artifacts(run_id)
+    logs = _logs(run_id)
+    task_names = sorted(t["name"] for t in _task_runs(run_id))
 
     for name in RUN_OUTPUTS + FLOOD_OUTPUTS + ("reference/classes.tif", "reference/tiles.zarr"):
         assert (out / name).exists(), name
@@ -232,25 +227,20 @@ def test_scene_flow_with_reference_scene(tmp_path: Path, pair: dict, tiny_model:
 
 
 def test_scene_flow_with_water_mask_and_overrides(tmp_path: Path, pair: dict, tiny_model: Path,
-                                                  tiny_config: Path, capfd: pytest.CaptureFixture) -> None:
-    """A single-band mask reference is used as it is; scales/flips/device override the config;
-    the CLI entry point keeps Prefect's chatter off the console."""
-    from flows.cli_entry import run_scene_flow
+                                                  tiny_config: Path) -> None:
+    """A single-band mask reference is used as it is; the flow parameters override the config."""
+    from flows.scene_to_polygons import scene_to_polygons
     from unetgeo.io.store import open_store
 
     mask = _water_mask(pair["pre"].labels_uri, tmp_path / "pre_water.tif")
     out = tmp_path / "run"
-    capfd.readouterr()
-    summary = run_scene_flow(scene=pair["post"].image_uri, model=str(tiny_model), out=str(out),
-                             reference=str(mask), config=str(tiny_config), scales=[1.0, 0.5], flips=True,
-                             device="cpu")
-    console = capfd.readouterr()
-    assert "Beginning flow run" not in console.err + console.out
-    assert "Finished in state" not in console.err + console.out
-
+    summary = scene_to_polygons(scene=pair["post"].image_uri, model=str(tiny_model), out=str(out),
+                                reference=str(mask), config=str(tiny_config), scales=[1.0, 0.5], flips=True,
+                                device="cpu", halo_px=8, batch_size=2)
     assert not (out / "reference").exists()  # nothing to predict for a mask
     attrs = dict(open_store(str(out / "probs.zarr")).attrs)
-    assert attrs["scales"] == [1.0, 0.5] and attrs["flips"] is True
+    assert attrs["scales"] == [1.0, 0.5] and attrs["flips"] is True and attrs["halo_px"] == 8
+    assert summary["run"]["effective"]["batch_size"] == 2
     classes, _ = _read(out / "classes.tif")
     water_before, _ = _read(mask)
     flood, _ = _read(out / "flood.tif")
@@ -260,17 +250,35 @@ def test_scene_flow_with_water_mask_and_overrides(tmp_path: Path, pair: dict, ti
     assert "reference" not in summary["timings_s"] and summary["timings_s"]["flood"] > 0
 
 
-@pytest.mark.parametrize("case", ["bands", "grid", "missing"])
-def test_bad_inputs_fail_before_anything_is_written(tmp_path: Path, pair: dict, tiny_model: Path, case: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Value errors are never retried, and a missing local file fails before any task runs."""
-    from flows import tasks
-    from flows.cli_entry import run_scene_flow
-    from unetgeo.errors import BandMismatchError, GridMismatchError, SceneReadError
+def test_flow_and_cli_give_identical_outputs(tmp_path: Path, pair: dict, tiny_model: Path, tiny_config: Path) -> None:
+    """One sequence, two runners: byte-identical classes.tif and equal polygons."""
+    from flows.scene_to_polygons import scene_to_polygons
+    from unetgeo.cli import main
 
-    calls: list[str] = []
-    real = tasks.describe_inputs
-    monkeypatch.setattr(tasks, "describe_inputs", lambda *a, **k: calls.append("inspect") or real(*a, **k))
+    args = {"scene": pair["post"].image_uri, "model": str(tiny_model), "reference": pair["pre"].image_uri}
+    scene_to_polygons(out=str(tmp_path / "flow"), config=str(tiny_config), **args)
+    assert main(["-q", "run", args["scene"], "--model", args["model"], "--reference", args["reference"],
+                 "--config", str(tiny_config), "--out", str(tmp_path / "cli")]) == 0
+    for name in ("classes.tif", "confidence.tif"):
+        assert (tmp_path / "flow" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    flood_flow, meta_flow = _read(tmp_path / "flow" / "flood.tif")  # its tags name the run's own reference
+    flood_cli, meta_cli = _read(tmp_path / "cli" / "flood.tif")
+    np.testing.assert_array_equal(flood_flow, flood_cli)
+    assert meta_flow == meta_cli
+    for gpkg in ("polygons.gpkg", "flood.gpkg"):
+        layers = sorted(str(x) for x in pyogrio.list_layers(tmp_path / "flow" / gpkg)[:, 0])
+        for layer in layers:
+            a = pyogrio.read_dataframe(tmp_path / "flow" / gpkg, layer=layer).drop(columns=["created"], errors="ignore")
+            b = pyogrio.read_dataframe(tmp_path / "cli" / gpkg, layer=layer).drop(columns=["created"], errors="ignore")
+            assert len(a) == len(b) and a.geometry.geom_equals(b.geometry).all(), (gpkg, layer)
+            np.testing.assert_allclose(a["area_m2"], b["area_m2"])
+
+
+@pytest.mark.parametrize("case", ["bands", "grid", "missing"])
+def test_bad_inputs_fail_the_flow_before_any_task(tmp_path: Path, pair: dict, tiny_model: Path, case: str) -> None:
+    """Validation runs in the flow before any task: a value error is never retried, nothing is written."""
+    from flows.scene_to_polygons import scene_to_polygons
+    from unetgeo.errors import BandMismatchError, GridMismatchError, SceneReadError
 
     scene, reference = pair["post"].image_uri, None
     if case == "bands":  # a 3-band scene for a 5-band model
@@ -286,51 +294,19 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path: Path, pair: dict, 
     else:
         reference, err = str(tmp_path / "no_such_reference.tif"), SceneReadError
     out = tmp_path / "run"
-    with pytest.raises(err, match="no_such_reference.tif: no such file" if case == "missing" else None):
-        run_scene_flow(scene=scene, model=str(tiny_model), out=str(out), reference=reference)
-    if case == "missing":
-        assert calls == [] and not out.exists()
-    else:
-        assert calls == ["inspect"]  # tried once: a ValueError is not retried
-        assert list(out.iterdir()) == []  # the run folder is created, nothing is written into it
-
-
-def test_reference_kinds_and_flood_plan(tmp_path: Path, pair: dict, tiny_model: Path) -> None:
-    """A scene, a label raster with class names and a bare mask are told apart; a water class that
-    the model or the reference lacks (or holds at another id) is refused before any work."""
-    from flows.scene_to_polygons import flood_plan
-    from flows.tasks import class_names_tag, describe_inputs
-    from unetgeo.config import load_config
-    from unetgeo.errors import ConfigError, InputError
-
-    scene, model = pair["post"].image_uri, str(tiny_model)
-    assert describe_inputs(scene, model)["reference_kind"] is None
-    as_scene = describe_inputs(scene, model, pair["pre"].image_uri)
-    as_labels = describe_inputs(scene, model, pair["pre"].labels_uri)  # tag "background,water"
-    as_mask = describe_inputs(scene, model, str(_water_mask(pair["pre"].labels_uri, tmp_path / "m.tif")))
-    assert [d["reference_kind"] for d in (as_scene, as_labels, as_mask)] == ["scene", "classes", "mask"]
-    assert as_labels["reference_class_names"] == ["background", "water"]
-    assert as_scene["class_names"] == ["background", "water"]
-
-    cfg = load_config(None)
-    assert flood_plan(cfg, as_labels, reference="pre_labels.tif", model=model) == (1, "classes")
-    assert flood_plan(cfg, as_mask, reference="m.tif", model=model) == (1, "mask")
-    swapped = {**as_labels, "reference_class_names": ["water", "background"]}
-    with pytest.raises(InputError, match="do not have 'water' at id 1"):
-        flood_plan(cfg, swapped, reference="landuse.tif", model=model)
-    lake = load_config(None, flood={"water_class": "lake"},
-                       classes=[{"name": "land", "color": "#00ff00"}, {"name": "lake", "color": "#0000ff"}])
-    with pytest.raises(ConfigError, match="flood.water_class='lake' is not a class of model"):
-        flood_plan(lake, as_scene, reference="pre.tif", model=model)
-    assert class_names_tag('["a", "b"]') == ["a", "b"] and class_names_tag("a, b") == ["a", "b"]
-    assert class_names_tag("") is None and class_names_tag(None) is None
+    state = scene_to_polygons(scene=scene, model=str(tiny_model), out=str(out), reference=reference,
+                              return_state=True)
+    assert state.is_failed()
+    with pytest.raises(err):
+        state.result()
+    assert _task_runs(state.state_details.flow_run_id) == []
+    assert not out.exists()
 
 
 def test_artifact_errors_do_not_fail_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     import prefect.artifacts
     from prefect import flow
 
-    from flows.cli_entry import prefect_runtime
     from flows.scene_to_polygons import publish_artifacts
 
     def boom(**kwargs):
@@ -342,8 +318,7 @@ def test_artifact_errors_do_not_fail_the_run(monkeypatch: pytest.MonkeyPatch) ->
     def publish() -> bool:
         return publish_artifacts({"a": 1})
 
-    with prefect_runtime():
-        assert publish() is False
+    assert publish() is False
 
 
 def test_summary_markdown_flattens_nested_values() -> None:
@@ -363,14 +338,14 @@ def test_summary_markdown_flattens_nested_values() -> None:
 def test_train_flow_writes_a_bundle(tmp_path: Path, pair: dict, tiny_config: Path) -> None:
     import torch
 
-    from flows.cli_entry import run_train_flow
+    from flows.train_model import train_model
     from unetgeo.model import load_bundle
 
     torch.set_num_threads(1)
     cfg = tmp_path / "train.yaml"
     scenes = f"scenes: [{{image: '{pair['train'].image_uri}', labels: '{pair['train'].labels_uri}'}}], "
     cfg.write_text(tiny_config.read_text().replace("training: {", "training: {" + scenes, 1))
-    result = run_train_flow(config=str(cfg), out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"))
+    result = train_model(config=str(cfg), out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"))
     assert result["model_dir"] == str(tmp_path / "model")
     assert result["epochs_run"] == 1
     model, meta = load_bundle(result["model_dir"])
@@ -380,26 +355,32 @@ def test_train_flow_writes_a_bundle(tmp_path: Path, pair: dict, tiny_config: Pat
 
 def test_flood_monitor_processes_new_scenes_once(tmp_path: Path, pair: dict, tiny_model: Path,
                                                  tiny_config: Path) -> None:
-    from flows.cli_entry import prefect_runtime
-    from flows.flood_monitor import flood_monitor, pending_scenes
+    import csv
+
+    from flows.flood_monitor import flood_monitor
+    from unetgeo.monitor import pending_scenes, scene_id
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "s2_20261121.tif").symlink_to(pair["post"].image_uri)
+    scene = inbox / "s2_20261121.tif"
+    scene.symlink_to(pair["post"].image_uri)
     (inbox / "notes.txt").write_text("not a scene")
+    (inbox / "broken.tif").write_bytes(b"II*\x00 this is not a GeoTIFF")
     mask = _water_mask(pair["pre"].labels_uri, tmp_path / "pre_water.tif")
     out_root = tmp_path / "monitor"
-    assert pending_scenes(str(inbox), str(out_root)) == [str(inbox / "s2_20261121.tif")]
-    with prefect_runtime():
-        first = flood_monitor(inbox=str(inbox), reference=str(mask), model=str(tiny_model), out_root=str(out_root),
-                              config=str(tiny_config))
-        second = flood_monitor(inbox=str(inbox), reference=str(mask), model=str(tiny_model), out_root=str(out_root),
-                               config=str(tiny_config))
-    assert list(first["processed"]) == [str(inbox / "s2_20261121.tif")]
-    assert first["processed"][str(inbox / "s2_20261121.tif")] >= 0
-    assert (out_root / "s2_20261121" / "flood.gpkg").exists()
-    assert second == {"processed": {}, "pending": 0}
-    assert pending_scenes(str(inbox), str(out_root)) == []
+    assert [s.uri for s in pending_scenes(str(inbox), str(out_root), stable_s=0)] == [str(inbox / "broken.tif"),
+                                                                                      str(scene)]
+    kw = {"inbox": str(inbox), "reference": str(mask), "model": str(tiny_model), "out_root": str(out_root),
+          "config": str(tiny_config), "stable_s": 0}
+    first = flood_monitor(**kw)
+    second = flood_monitor(**kw)
+    rows = list(csv.DictReader((out_root / "history.csv").open()))
+    assert [(r["scene_id"], r["status"]) for r in rows] == [(scene_id(str(inbox / "broken.tif")), "failed"),
+                                                            (scene_id(str(scene)), "ok")]
+    assert "broken.tif" in rows[0]["message"] and float(rows[1]["flooded_km2"]) >= 0.0
+    assert len(first["rows"]) == 2 and (out_root / scene_id(str(scene)) / "flood.gpkg").exists()
+    assert second == {"rows": [], "pending": 0}
+    assert pending_scenes(str(inbox), str(out_root), stable_s=0) == []
 
 
 # -- deployments -----------------------------------------------------------------------------------
@@ -407,61 +388,21 @@ def test_flood_monitor_processes_new_scenes_once(tmp_path: Path, pair: dict, tin
 
 def test_python_deploy_creates_the_three_deployments() -> None:
     """flows/deploy.py: same deployments as prefect.yaml, working directory = the repository."""
-    from flows.cli_entry import prefect_runtime
     from flows.deploy import REPO, deploy_all, ensure_work_pool
 
-    with prefect_runtime():
-        ensure_work_pool("unetgeo-test-pool")
-        ensure_work_pool("unetgeo-test-pool")  # idempotent
-        ids = deploy_all("unetgeo-test-pool")
-        deps = {}
-        for i in ids:
-            d = _get(f"/deployments/{i}")
-            deps[_get(f"/flows/{d['flow_id']}")["name"] + "/" + d["name"]] = d
+    ensure_work_pool("unetgeo-test-pool")
+    ensure_work_pool("unetgeo-test-pool")  # idempotent
+    ids = deploy_all("unetgeo-test-pool")
+    deps = {}
+    for i in ids:
+        d = _get(f"/deployments/{i}")
+        deps[_get(f"/flows/{d['flow_id']}")["name"] + "/" + d["name"]] = d
     assert sorted(deps) == ["flood-monitor/default", "scene-to-polygons/default", "train-model/default"]
     for d in deps.values():
         assert d["work_pool_name"] == "unetgeo-test-pool"
         assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
-        assert d["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "unetgeo"
+        assert d["job_variables"]["env"] == {"PREFECT_LOGGING_EXTRA_LOGGERS": "unetgeo", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
         assert (REPO / d["entrypoint"].split(":")[0]).is_file()
     sched = deps["flood-monitor/default"]["schedules"]
     assert len(sched) == 1 and sched[0]["schedule"]["cron"] == "0 * * * *" and sched[0]["active"] is False
     assert set(deps["scene-to-polygons/default"]["parameter_openapi_schema"]["required"]) == {"scene", "model", "out"}
-
-
-# -- the local API of `unetgeo run` ----------------------------------------------------------------
-
-
-@pytest.mark.slow  # ~20 s: a fresh process and a fresh database (migrations)
-def test_local_api_is_quiet_and_stops_with_the_process(tmp_path: Path) -> None:
-    """A fresh process without PREFECT_API_URL: the flow runs against a local server subprocess,
-    Prefect prints nothing, and the server is gone once the process has exited."""
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        "from flows.cli_entry import LocalApi, prefect_runtime, prestart\n"
-        "from prefect import flow, task\n"
-        "@task\n"
-        "def add(x: int) -> int:\n"
-        "    return x + 1\n"
-        "@flow\n"
-        "def f(x: int) -> int:\n"
-        "    return add(x)\n"
-        "prestart()\n"
-        "with prefect_runtime(warm=()):\n"
-        "    assert f(1) == 2 and f(2) == 3\n"
-        "print('PID', LocalApi.proc.pid, LocalApi.url)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "home")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    pid_line = [line for line in res.stdout.splitlines() if line.startswith("PID ")]
-    assert len(pid_line) == 1 and pid_line[0].split()[2].startswith("http://127.0.0.1:")
-    assert res.stderr.strip() == "", res.stderr[-2000:]  # no "Beginning flow run", no server banner
-    assert (tmp_path / "home" / "prefect.db").exists()  # the runs were recorded in PREFECT_HOME
-    pid = int(pid_line[0].split()[1])
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # the server subprocess was stopped at exit (and reaped)
