@@ -4,7 +4,8 @@ In one run, on one device:
 1. throughput ratio = pipeline / raw forward. The pipeline (`predict_tiles`: Zarr reads, normalise,
    reflect-pad, prefetch thread, forward, softmax, crop, float16 Zarr writes) predicts a scene;
    the raw forward runs the same model on the same number of batches of the same window shape
-   (tile + 2·halo, padded to the stride), random input, nothing else. Target >= 0.8.
+   (tile + 2·halo, padded to the stride), random input, nothing else, with the pipeline's batch
+   policy (on CUDA the batch fitted to free memory, `fit_batch_size`). Target >= 0.8.
    Also printed: output megapixels per second, and the halo's share of the work.
 2. fusion cost = time with scales {0.75, 1, 1.25} + flips / time with one scale, against the
    cost implied by the variants' pixel counts (sum over scales of 3·s²) = 9.375.
@@ -35,25 +36,35 @@ from _common import machine, run_measured  # noqa: E402
 
 from unetgeo.config import InferenceSpec, ModelSpec  # noqa: E402
 from unetgeo.grid import align_up  # noqa: E402
-from unetgeo.infer import _autocast_dtype, predict_tiles, resolve_device  # noqa: E402
+from unetgeo.infer import _autocast_dtype, fit_batch_size, predict_tiles, resolve_device  # noqa: E402
 from unetgeo.model import build_model, load_bundle, save_bundle  # noqa: E402
 from unetgeo.tiling import make_tiles  # noqa: E402
 
 BANDS = ["blue", "green", "red", "nir", "swir"]
 
 
-def make_scene(path: Path, size: int) -> Path:
+def make_scene(path: Path, size: int, seed: int = 0) -> Path:
+    """A ``size``² five-band uint16 tiled GeoTIFF (DEFLATE, 512² blocks, nodata 0), written strip by strip.
+
+    Smooth fields (sines of different periods per band) plus sensor noise and a nodata corner:
+    realistic enough for decode / normalise / write costs, and fast (a 10980² scene in seconds).
+    """
     if path.exists():
         return path
     tmp = path.with_suffix(".tmp.tif")
+    rng = np.random.default_rng(seed)
     with rasterio.open(tmp, "w", driver="GTiff", height=size, width=size, count=5, dtype="uint16", nodata=0,
                        crs="EPSG:32633", transform=from_origin(500000, 5400000, 10, 10), tiled=True,
-                       blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER") as ds:
+                       blockxsize=512, blockysize=512, compress="deflate", num_threads="all_cpus",
+                       BIGTIFF="IF_SAFER") as ds:
         for r in range(0, size, 512):
             h = min(512, size - r)
             yy, xx = np.mgrid[r : r + h, 0:size].astype(np.float32)
             base = 1500 + 900 * np.sin(xx / 97.0) * np.cos(yy / 131.0)
-            ds.write(np.stack([base * (0.6 + 0.2 * b) for b in range(5)]).astype(np.uint16), window=Window(0, r, size, h))
+            data = np.stack([base * (0.6 + 0.2 * b) for b in range(5)])
+            data += rng.integers(-40, 40, size=data.shape, dtype=np.int16)
+            data[:, (yy + xx) < size / 8] = 0  # nodata corner
+            ds.write(data.clip(0, 65535).astype(np.uint16), window=Window(0, r, size, h))
         for i, b in enumerate(BANDS, 1):
             ds.set_band_description(i, b)
     tmp.rename(path)
@@ -75,35 +86,44 @@ def make_model(model_dir: Path, spec: ModelSpec) -> Path:
     return model_dir
 
 
-def raw_forward_seconds(model_dir: Path, device: torch.device, n_windows: int, window_px: int, batch: int,
-                        precision: str) -> float:
-    """Time the bare network on ``n_windows`` random windows, ``batch`` at a time (after warm-up)."""
-    model, _ = load_bundle(str(model_dir), device=str(device))
-    ac = _autocast_dtype(precision, device)
-    cl = device.type == "cuda"
+def raw_forward_seconds(model_dir: Path, device: torch.device, n_windows: int, window_px: int,
+                        spec: InferenceSpec) -> tuple[float, int]:
+    """Time the bare network on ``n_windows`` random windows under the pipeline's batch policy.
+
+    The batch size is what :func:`predict_windows` uses: ``fit_batch_size`` (on CUDA with
+    ``auto_batch``, the windows that fit 60 % of free memory; else ``spec.batch_size``), in
+    full batches plus the remainder. Returns ``(seconds after one warm-up batch, batch size)``.
+    """
+    model, meta = load_bundle(str(model_dir), device=str(device))
+    model.eval()
+    ac = _autocast_dtype(spec.precision, device)
+    cl = device.type == "cuda" if spec.channels_last is None else spec.channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 5, window_px, window_px, device=device)
+    batch = fit_batch_size(model, 5, (window_px, window_px), device, spec, meta.stride, ac)
+    sizes = [batch] * (n_windows // batch) + ([n_windows % batch] if n_windows % batch else [])
+    xs = {n: torch.randn(n, 5, window_px, window_px, device=device) for n in set(sizes)}
     if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
+        xs = {n: x.contiguous(memory_format=torch.channels_last) for n, x in xs.items()}
 
-    def step() -> None:
-        if ac is not None:
-            with torch.autocast(device_type=device.type, dtype=ac):
-                model(x).float().softmax(1)
-        else:
-            model(x).softmax(1)
+    def step(x: torch.Tensor) -> None:
+        with torch.autocast(device_type=device.type, dtype=ac, enabled=ac is not None):
+            model(x).float().softmax(1).cpu()  # the pipeline also brings the probabilities back
 
     with torch.inference_mode():
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        step(xs[sizes[0]])
+        sync(device)
         t0 = time.perf_counter()
-        for _ in range(-(-n_windows // batch)):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        for n in sizes:
+            step(xs[n])
+        sync(device)
+        return time.perf_counter() - t0, batch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed_predict(tiles_uri: str, model_dir: Path, out: Path, spec: InferenceSpec) -> float:
@@ -124,6 +144,7 @@ def main() -> None:
     ap.add_argument("--memory", default="", help="sizes for the memory test, e.g. 4096,16384 (empty: skip)")
     ap.add_argument("--work", default="bench_out/inference")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-fusion", action="store_true", help="skip the fusion cost (and the memory test)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -144,20 +165,23 @@ def main() -> None:
     # 1. pipeline vs raw forward (warm-up run first so both see warm caches / cudnn autotune)
     timed_predict(tr.tiles_uri, model_dir, work / "run" / "warm.zarr", base)
     t_pipe = timed_predict(tr.tiles_uri, model_dir, work / "run" / "probs.zarr", base)
-    t_raw = raw_forward_seconds(model_dir, device, n_chunks, window_px, args.batch_size, base.precision)
+    t_raw, batch = raw_forward_seconds(model_dir, device, n_chunks, window_px, base)
     mpx = args.size**2 / 1e6
     ratio = t_raw / t_pipe
     halo_share = 1 - args.tile_px**2 / window_px**2
     print(f"scene {args.size}² ({n_chunks} chunks of {args.tile_px}², windows {window_px}² with halo {args.halo_px}), "
-          f"batch {args.batch_size}")
+          f"batch {batch} ({'fitted to GPU memory' if batch != args.batch_size else 'asked'}) on both sides")
     print(f"pipeline: {t_pipe:7.2f} s = {mpx / t_pipe:7.2f} output Mpx/s")
     print(f"raw forward, same windows and batches: {t_raw:7.2f} s")
     print(f"throughput ratio pipeline / raw forward: {ratio:.2f}   (target >= 0.8; the halo is {halo_share:.0%} "
           "of each window's pixels and is counted in both)")
-    figures.update(size=args.size, tile_px=args.tile_px, halo_px=args.halo_px, batch=args.batch_size,
+    figures.update(size=args.size, tile_px=args.tile_px, halo_px=args.halo_px, batch=batch,
                    pipeline_s=t_pipe, raw_forward_s=t_raw, ratio=ratio, output_mpx_per_s=mpx / t_pipe)
 
     # 2. cost of fusion
+    if args.no_fusion:
+        finish(args, figures)
+        return
     fused = base.model_copy(update={"scales": (0.75, 1.0, 1.25), "flips": True})
     t_fused = timed_predict(tr.tiles_uri, model_dir, work / "run" / "fused.zarr", fused)
     implied = sum(3 * s * s for s in (0.75, 1.0, 1.25))
@@ -182,6 +206,11 @@ def main() -> None:
         sizes = sorted(rss)
         print(f"peak RSS {sizes[-1]}² / {sizes[0]}²: {rss[sizes[-1]] / rss[sizes[0]]:.3f}   (target <= 1.10)")
         figures["peak_rss_mib"] = rss
+    finish(args, figures)
+
+
+def finish(args: argparse.Namespace, figures: dict) -> None:
+    """Write ``figures`` to ``--json`` when asked."""
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 

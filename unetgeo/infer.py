@@ -3,7 +3,8 @@
 Every output chunk is predicted once, from its window grown by a halo (``halo_px``), reflect-padded
 at scene edges and up to the encoder stride, then cropped back to the chunk: neighbouring chunks
 see the same context at their shared border, so no seams appear. Only a few windows are in memory
-at any time; a prefetch thread reads and normalises the next windows while the model computes.
+at any time; a small pool of decode threads reads and normalises the next windows, in order,
+while the model computes.
 
 Test-time fusion batches all variants of a window batch: for each scale, the (bilinearly resized,
 antialiased when shrinking) windows and their flips / D4 symmetries go through the network in one
@@ -30,6 +31,8 @@ from unetgeo.config import InferenceSpec
 from unetgeo.errors import InputError
 from unetgeo.grid import Grid, HaloWindow, Window, align_up, halo_window, iter_tile_windows, n_tiles
 from unetgeo.io.store import ChunkedStoreWriter, check_same_grid, open_store, read_window
+from unetgeo.io.uri import sibling
+from unetgeo.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class PredictResult:
     seconds: float
     megapixels: float
     device: str
+    batch_size: int = 0  # windows per forward batch asked for (CUDA auto_batch may raise it; logged)
+    workers: int = 1  # processes that shared the chunks
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -166,7 +171,7 @@ def _forward(
 
 
 # --------------------------------------------------------------------------------------------
-# window reading (prefetch thread)
+# window reading (decode threads, order preserved)
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _Item:
@@ -193,32 +198,50 @@ def _read_item(tiles, valid, hw: HaloWindow, meta) -> _Item:
     return _Item(hw=hw, x=np.ascontiguousarray(x), valid_core=okp[hw.crop])
 
 
+def read_threads(device_type: str) -> int:
+    """Decode threads for :func:`_prefetch`: 2 on a CPU (the model wants the cores), up to 8 on a GPU."""
+    import os
+
+    return 2 if device_type != "cuda" else max(2, min(8, (os.cpu_count() or 2) - 1))
+
+
 def _prefetch(
     tiles, valid, windows: Iterator[HaloWindow], meta, depth: int, n_threads: int = 2
 ) -> Iterator[_Item]:
-    """Yield :class:`_Item` s in order, read by background threads ``depth`` items ahead."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Yield :class:`_Item` s in window order, read and normalised by ``n_threads`` threads.
 
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    A feeder thread keeps up to ``depth`` reads in flight on a thread pool (zarr decode and the
+    numpy normalisation release the GIL, so they run in parallel) and hands finished items on in
+    submission order through a queue of ``depth``: at most ``2 * depth`` items are in memory.
+    ``n_threads=0`` reads serially in the calling thread (the reference the parallel path matches).
+    """
+    if n_threads <= 0:
+        for hw in windows:
+            yield _read_item(tiles, valid, hw, meta)
+        return
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
-    def producer() -> None:
+    def feeder() -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         try:
-            with ThreadPoolExecutor(n_threads) as pool:
-                pending = []
+            with ThreadPoolExecutor(n_threads, thread_name_prefix="unetgeo-read") as pool:
+                pending: deque = deque()
                 for hw in windows:
                     if stop.is_set():
                         return
                     pending.append(pool.submit(_read_item, tiles, valid, hw, meta))
-                    if len(pending) >= n_threads:
-                        q.put(pending.pop(0).result())
-                for f in pending:
-                    q.put(f.result())
+                    if len(pending) >= max(depth, n_threads):
+                        q.put(pending.popleft().result())
+                while pending and not stop.is_set():
+                    q.put(pending.popleft().result())
             q.put(None)
         except BaseException as e:  # hand the error to the consumer
             q.put(e)
 
-    th = threading.Thread(target=producer, name="unetgeo-prefetch", daemon=True)
+    th = threading.Thread(target=feeder, name="unetgeo-prefetch", daemon=True)
     th.start()
     try:
         while True:
@@ -283,20 +306,52 @@ def predict_tiles(
         BandMismatchError: the scene's bands differ from the model's (both lists named).
         GridMismatchError: tiles and valid mask are not on one grid.
     """
-    from unetgeo.io.bundle import read_meta
-    from unetgeo.model import ModelMeta, check_bands
-    from unetgeo.tiling import _sibling
-
     spec = inference or InferenceSpec()
     t0 = time.perf_counter()
-    valid_uri = valid_uri or _sibling(tiles_uri, "valid.zarr")
+    valid_uri = valid_uri or sibling(tiles_uri, "valid.zarr")
     tiles = open_store(tiles_uri)
     valid = open_store(valid_uri)
     check_same_grid(tiles, valid, tiles_uri, valid_uri)
+    device = resolve_device(spec.device)
+    out = _probs_writer(tiles, tiles_uri, model_dir, out_uri, spec, device)
+    grid, tile_px = Grid.from_attrs(dict(tiles.attrs)), int(tiles.chunks[-1])
+    total = n_tiles(grid.height, grid.width, tile_px)
+    todo = [w for w in iter_tile_windows(grid.height, grid.width, tile_px) if not out.is_done(w)]
+    try:
+        if not todo:
+            out.publish({})
+            return PredictResult(out_uri, total, 0, time.perf_counter() - t0, 0.0, str(device), spec.batch_size,
+                                 _n_workers(spec, device))
+        n_workers = _n_workers(spec, device)
+        if n_workers <= 1:
+            mpx = predict_windows(tiles_uri, valid_uri, model_dir, out, todo, spec, str(device), progress=progress)
+            where = str(device)
+        else:
+            mpx, where = _predict_on_workers(tiles_uri, valid_uri, model_dir, out, todo, spec, device, n_workers,
+                                             dask_address, progress)
+        out.publish({})
+    finally:  # after an error: a later run resumes probs.zarr.tmp (a no-op once published)
+        out.release()
+    seconds = time.perf_counter() - t0
+    log.info(
+        "predict: %s -> %s: %d chunks on %s, scales %s, flips %s, d4 %s, %.2f Mpx in %.1f s",
+        tiles_uri, out_uri, len(todo), where, list(spec.scales), spec.flips, spec.d4, mpx, seconds,
+    )
+    return PredictResult(out_uri, total, len(todo), seconds, mpx, where, spec.batch_size, n_workers)
+
+
+def _probs_writer(tiles, tiles_uri: str, model_dir: str, out_uri: str, spec: InferenceSpec,
+                  device: torch.device) -> ChunkedStoreWriter:
+    """The ``probs.zarr`` writer ``(class, y, x)``, chunk-aligned with ``tiles``, keyed by tiles + model + settings.
+
+    Raises:
+        BandMismatchError: the scene's bands differ from the model's.
+    """
+    from unetgeo.io.bundle import read_meta
+    from unetgeo.model import ModelMeta, check_bands
+
     attrs = dict(tiles.attrs)
     grid = Grid.from_attrs(attrs)
-    tile_px = int(tiles.chunks[-1])
-    device = resolve_device(spec.device)
     meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
     check_bands(meta, list(attrs["band_names"]), tiles_uri)
     settings = {
@@ -307,10 +362,10 @@ def predict_tiles(
     run_key = hashlib.sha256(
         json.dumps({"tiles": attrs.get("run_key"), "model": meta.model_id, **settings}, sort_keys=True).encode()
     ).hexdigest()[:16]
-    out = ChunkedStoreWriter(
+    return ChunkedStoreWriter(
         out_uri,
         shape=(meta.n_classes, grid.height, grid.width),
-        chunk_px=tile_px,
+        chunk_px=int(tiles.chunks[-1]),
         dtype=spec.probs_dtype,
         fill_value=0,
         attrs={
@@ -326,25 +381,6 @@ def predict_tiles(
         },
         run_key=run_key,
     )
-    total = n_tiles(grid.height, grid.width, tile_px)
-    todo = [w for w in iter_tile_windows(grid.height, grid.width, tile_px) if not out.is_done(w)]
-    if not todo:
-        out.publish({})
-        return PredictResult(out_uri, total, 0, time.perf_counter() - t0, 0.0, str(device))
-    n_workers = _n_workers(spec, device)
-    if n_workers <= 1:
-        mpx = predict_windows(tiles_uri, valid_uri, model_dir, out, todo, spec, str(device), progress=progress)
-        where = str(device)
-    else:
-        mpx, where = _predict_on_workers(tiles_uri, valid_uri, model_dir, out, todo, spec, device, n_workers,
-                                         dask_address, progress)
-    out.publish({})
-    seconds = time.perf_counter() - t0
-    log.info(
-        "predict: %s -> %s: %d chunks on %s, scales %s, flips %s, d4 %s, %.2f Mpx in %.1f s",
-        tiles_uri, out_uri, len(todo), where, list(spec.scales), spec.flips, spec.d4, mpx, seconds,
-    )
-    return PredictResult(out_uri, total, len(todo), seconds, mpx, where)
 
 
 def _n_workers(spec: InferenceSpec, device: torch.device) -> int:
@@ -365,8 +401,6 @@ def _predict_on_workers(
 
     from distributed import Client, LocalCluster, as_completed
 
-    from unetgeo.tiling import _progress
-
     if device.type == "cuda":
         devices = [f"cuda:{i % max(1, torch.cuda.device_count())}" for i in range(n_workers)]
     else:
@@ -380,7 +414,7 @@ def _predict_on_workers(
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
-    bar = _progress(progress, len(todo), f"predict ({n_workers} workers)")
+    bar = progress_bar(progress, len(todo), f"predict ({n_workers} workers)")
     try:
         workers = sorted(client.scheduler_info()["workers"])
         futs = {
@@ -438,6 +472,22 @@ def fit_batch_size(
     return batch
 
 
+def _to_device(batch: list[_Item], pinned: torch.Tensor | None, batch_size: int,
+               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``batch`` straight into the reused page-locked buffer and start its copy to ``dev``.
+
+    Returns ``(pinned buffer, device tensor (B, C, Hp, Wp) float32)``; the buffer is (re)allocated
+    for ``batch_size`` windows when the window shape changes. Refilling it is safe: the previous
+    batch's ``probs.cpu()`` waited for the stream, so its host-to-device copy had finished.
+    """
+    shape = batch[0].x.shape
+    if pinned is None or tuple(pinned.shape[1:]) != shape or pinned.shape[0] < len(batch):
+        pinned = torch.empty((max(batch_size, len(batch)), *shape), dtype=torch.float32).pin_memory()
+    host = pinned[: len(batch)]
+    np.stack([it.x for it in batch], out=host.numpy())
+    return pinned, host.to(dev, non_blocking=True)
+
+
 def predict_windows(
     tiles_uri: str,
     valid_uri: str,
@@ -452,11 +502,10 @@ def predict_windows(
 ) -> float:
     """Predict ``windows`` (chunk cores) into ``out`` on ``device``; returns megapixels written.
 
-    Loads the model itself, so it can run in any process (a Dask worker per GPU). A prefetch
-    thread reads and normalises the next windows while the model computes.
+    Loads the model itself, so it can run in any process (a Dask worker per GPU). Decode threads
+    (:func:`read_threads`) read and normalise the next windows while the model computes.
     """
     from unetgeo.model import load_bundle
-    from unetgeo.tiling import _progress
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -474,7 +523,7 @@ def predict_windows(
     full = halo_window(Window(0, 0, min(grid.height, int(tiles.chunks[-2])), min(grid.width, int(tiles.chunks[-1]))),
                        spec.halo_px, grid.height, grid.width, meta.stride).padded_shape
     batch_size = fit_batch_size(model, len(meta.in_bands), full, dev, spec, meta.stride, autocast_dtype)
-    bar = _progress(progress, len(windows), "predict")
+    bar = progress_bar(progress, len(windows), "predict")
     mpx = 0.0
     pinned: torch.Tensor | None = None  # one reused page-locked host buffer for GPU transfers
     # On a GPU all same-shape variants of a batch go through one pass; on a CPU, passes larger than
@@ -482,16 +531,13 @@ def predict_windows(
     # of 4), so the concatenated variants are fed in micro-batches of batch_size there.
     n_var = len(_variants(spec.flips, spec.d4))
     max_batch = spec.max_forward_batch or (batch_size * n_var if cuda else batch_size)
+    items = _prefetch(tiles, valid, halos, meta, depth=2 * batch_size, n_threads=read_threads(dev.type))
     with torch.inference_mode():
-        for batch in _batches(_prefetch(tiles, valid, halos, meta, depth=2 * batch_size), batch_size):
-            xb = torch.from_numpy(np.stack([it.x for it in batch]))
+        for batch in _batches(items, batch_size):
             if cuda:
-                if pinned is None or pinned.shape[1:] != xb.shape[1:] or pinned.shape[0] < xb.shape[0]:
-                    pinned = torch.empty((batch_size, *xb.shape[1:]), dtype=xb.dtype).pin_memory()
-                host = pinned[: xb.shape[0]]
-                # safe to refill: the previous batch's `probs.cpu()` waited for its copy to finish
-                host.copy_(xb)
-                xb = host.to(dev, non_blocking=True)
+                pinned, xb = _to_device(batch, pinned, batch_size, dev)
+            else:
+                xb = torch.from_numpy(np.stack([it.x for it in batch]))
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             probs = fuse_predict(
