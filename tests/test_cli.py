@@ -63,7 +63,7 @@ def test_missing_model_and_bad_args(tmp_path: Path) -> None:
 
 def test_band_mismatch_exits_2_naming_both_lists(tmp_path: Path) -> None:
     scene = _scene(tmp_path / "s.tif", 64)
-    model = _bundle(tmp_path / "model", bands=["b02", "b03", "b04", "b08", "b11"])
+    model = _bundle(tmp_path / "model", bands=["b02", "b03", "b04", "b08", "b12"])  # b12 = swir2, not swir
     res = run_cli("predict", str(scene), "--model", str(model), "--out", str(tmp_path / "run"))
     _one_line_error(res, "s.tif", "'blue', 'green'", "'b02', 'b03'")
 

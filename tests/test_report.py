@@ -11,11 +11,11 @@ from PIL import Image
 from pyproj import CRS
 
 from unetgeo.config import Config
+from unetgeo.flood import flood_polygons, flood_raster
 from unetgeo.grid import Grid, iter_tile_windows
 from unetgeo.io.store import ChunkedStoreWriter
 from unetgeo.report import raster_class_areas_m2, write_report
 from unetgeo.stitch import stitch
-from unetgeo.flood import flood_polygons, flood_raster
 from unetgeo.vectorize import vectorize
 
 WKT = CRS.from_epsg(32633).to_wkt()

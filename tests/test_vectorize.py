@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pyproj import Geod
 from rasterio.features import rasterize
-from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
 from unetgeo.errors import GridMismatchError, InputError

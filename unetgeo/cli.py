@@ -40,7 +40,8 @@ EPILOG = textwrap.dedent(
 )
 
 # Options of `run`, `predict` and `evaluate` that set the effective config (unetgeo.config.OPTIONS).
-RUN_OPTIONS = ("tile_px", "halo_px", "scales", "flips", "d4", "batch_size", "device", "workers", "dask_address")
+RUN_OPTIONS = ("tile_px", "halo_px", "scales", "flips", "d4", "batch_size", "device", "workers", "dask_address",
+               "bands", "sensor", "nodata", "scale", "offset", "strict")
 
 
 class _Parser(argparse.ArgumentParser):

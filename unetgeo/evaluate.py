@@ -261,12 +261,11 @@ def evaluate_model(
     """
     import tempfile
 
+    from unetgeo.config import Config
     from unetgeo.errors import InputError
     from unetgeo.io.bundle import read_meta
     from unetgeo.io.uri import remove
     from unetgeo.model import ModelMeta
-
-    from unetgeo.config import Config
 
     meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
     tile_px = int(tile_px or Config().tiling.tile_px)
@@ -326,9 +325,9 @@ def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, pro
     from unetgeo.errors import LabelError
     from unetgeo.grid import Grid, iter_tile_windows
     from unetgeo.infer import predict_tiles
+    from unetgeo.io.files import list_files, mtime_ns
     from unetgeo.io.labels import read_pair
     from unetgeo.io.store import ChunkedStoreWriter
-    from unetgeo.io.files import list_files, mtime_ns
     from unetgeo.io.uri import join, remove
 
     classes = meta.raw.get("classes", [])

@@ -14,7 +14,13 @@ import numpy as np
 
 from unetgeo.errors import InputError
 from unetgeo.grid import iter_tile_windows, same_grid
-from unetgeo.io.cog import CogWriter, class_raster_tags, hex_to_rgba, read_tags, write_class_sidecars
+from unetgeo.io.cog import (
+    CogWriter,
+    class_raster_tags,
+    hex_to_rgba,
+    read_tags,
+    write_class_sidecars,
+)
 from unetgeo.io.scene import SceneReader, crs_equal, open_scene
 from unetgeo.vectorize import NODATA, VectorizeResult, vectorize
 

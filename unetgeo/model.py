@@ -6,6 +6,9 @@ A model bundle (``MODEL_DIR``) is ``model.safetensors`` (weights) plus ``model.j
      "norm": {"mean": [...], "std": [...]}, "classes": [{"name", "color"}], "tile_px",
      "stride": 2**encoder_depth, "metrics", "training", "unetgeo_version", "model_id"}
 
+:func:`bundle_meta` is the one builder of that dict (training, tests and benchmarks use it);
+:func:`check_bundle` validates a whole folder without reading the weights' data.
+
 Networks come from segmentation-models-pytorch with random initialisation; an encoder is only
 ever initialised from a local file (``ModelSpec.encoder_weights``), never downloaded.
 """
@@ -13,18 +16,21 @@ ever initialised from a local file (``ModelSpec.encoder_weights``), never downlo
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from unetgeo.config import ModelSpec
+from unetgeo.config import ClassSpec, ModelSpec
 from unetgeo.errors import BandMismatchError, ConfigError, ModelBundleError
 
 log = logging.getLogger(__name__)
 
 REQUIRED_META = ("arch", "encoder", "encoder_depth", "in_bands", "norm", "classes", "tile_px")
+DEFAULT_COLOR = "#808080"
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 def build_model(spec: ModelSpec, in_channels: int, n_classes: int):
@@ -219,6 +225,67 @@ class ModelMeta:
         )
 
 
+def _class_entry(c: ClassSpec | Mapping[str, Any] | str) -> dict:
+    if isinstance(c, ClassSpec):
+        return {"name": c.name, "color": c.color, **({"rgb": list(c.rgb)} if c.rgb else {})}
+    if isinstance(c, str):
+        return {"name": c, "color": DEFAULT_COLOR}
+    out = {"color": DEFAULT_COLOR, **dict(c)}
+    if "rgb" in out and out["rgb"] is not None:
+        out["rgb"] = [int(v) for v in out["rgb"]]
+    return out
+
+
+def bundle_meta(
+    spec: ModelSpec,
+    in_bands: Sequence[str],
+    classes: Sequence[ClassSpec | Mapping[str, Any] | str],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile_px: int,
+    name: str = "model",
+    metrics: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> dict:
+    """The ``model.json`` dict of a bundle (the one builder; :func:`save_bundle` fills in the id).
+
+    Args:
+        spec: architecture, encoder, depth, decoder widths.
+        in_bands: band names in model input order.
+        classes: in id order; :class:`ClassSpec`, ``{"name", "color", "rgb"?}`` dicts or bare
+            names (colour ``#808080``).
+        mean, std: per-band normalisation in ``in_bands`` order (scene units).
+        tile_px: tile size (px) the model was trained for.
+        name: model name; the ``model_id`` becomes ``<name>-<12 hex of the weights' sha256>``.
+        metrics: validation metrics (``ConfusionMatrix.as_dict``); ``{}`` if None.
+        training: the training config dump; ``{}`` if None.
+        summary: ``training_summary`` (epochs, steps, timings, history); left out if None.
+
+    Raises:
+        ModelBundleError: the dict would not validate (names the model and the problem).
+    """
+    meta: dict[str, Any] = {
+        "name": str(name),
+        "arch": spec.arch,
+        "encoder": spec.encoder,
+        "encoder_depth": int(spec.encoder_depth),
+        "decoder_channels": [int(v) for v in spec.decoder_channels] if spec.decoder_channels else None,
+        "in_bands": [str(b) for b in in_bands],
+        "norm": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "classes": [_class_entry(c) for c in classes],
+        "tile_px": int(tile_px),
+        "stride": 2 ** int(spec.encoder_depth),
+        "metrics": dict(metrics or {}),
+        "training": dict(training or {}),
+    }
+    if summary is not None:
+        meta["training_summary"] = dict(summary)
+    ModelMeta.from_dict(meta, where=f"model.json of {name!r}")
+    return meta
+
+
 def save_bundle(model_dir: str, model, meta: dict) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``model_dir`` (atomic per file).
 
@@ -276,37 +343,117 @@ def load_bundle(model_dir: str, device: str = "cpu"):
     return model.to(device), meta
 
 
+def _check_consistent(meta: ModelMeta, where: str) -> None:
+    """Cross-field checks of a parsed ``model.json`` (raises :class:`ModelBundleError`)."""
+    problems = []
+    if meta.stride != 2**meta.encoder_depth:
+        problems.append(f"stride={meta.stride} but encoder_depth={meta.encoder_depth} needs {2**meta.encoder_depth}")
+    if meta.tile_px <= 0:
+        problems.append(f"tile_px={meta.tile_px} must be > 0")
+    for what, names in (("in_bands", meta.in_bands), ("class names", meta.class_names)):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"{what} repeat {dup}")
+    bad = [c for c in meta.class_colors if not _HEX.match(c)]
+    if bad:
+        problems.append(f"class colours {bad} are not '#rrggbb'")
+    if problems:
+        raise ModelBundleError(f"{where}: inconsistent model.json: {'; '.join(problems)}; re-export the model")
+
+
+def _expected_tensors(meta: ModelMeta, where: str) -> dict[str, tuple[bool, tuple[int, ...]]]:
+    """``{name: (is floating point, shape)}`` of the network ``model.json`` describes, built on the meta device."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            net = build_model(meta.spec, len(meta.in_bands), meta.n_classes)
+    except ConfigError as e:
+        raise ModelBundleError(f"{where}: {e.one_line()}") from e
+    return {k: (v.is_floating_point(), tuple(v.shape)) for k, v in net.state_dict().items()}
+
+
+def check_bundle(model_dir: str) -> ModelMeta:
+    """Validate a model folder completely without loading the network's weights (< 1 s).
+
+    Checks that ``model.json`` parses and is consistent (keys, band/class lists, stride), that
+    ``model.safetensors`` exists, is complete (its size matches its header) and holds exactly
+    the tensors, with the shapes and kinds (float/int), of the architecture ``model.json`` names.
+    The network is built on the ``meta`` device (no memory, ~30 ms for the default U-Net).
+
+    Returns:
+        The bundle's :class:`ModelMeta`.
+
+    Raises:
+        ModelBundleError: one line naming the file and the problem.
+    """
+    from unetgeo.io import uri as U
+    from unetgeo.io.bundle import WEIGHTS_NAME, read_meta
+    from unetgeo.io.checkpoint import safetensors_header
+
+    model_dir = str(model_dir).rstrip("/")
+    where = f"{model_dir}/model.json"
+    meta = ModelMeta.from_dict(read_meta(model_dir), where=where)
+    _check_consistent(meta, where)
+    wuri = U.join(model_dir, WEIGHTS_NAME)
+    if not U.exists(wuri):
+        raise ModelBundleError(f"{model_dir}: {WEIGHTS_NAME} is missing; a model directory needs {WEIGHTS_NAME} and model.json (written by `unetgeo train`)")
+    got = safetensors_header(wuri, error=ModelBundleError)
+    want = _expected_tensors(meta, where)
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    wrong = [
+        f"{k} {list(got[k][1])} (want {list(want[k][1])})"
+        for k in want
+        if k in got and (got[k][1] != want[k][1] or got[k][0].startswith(("F", "BF")) != want[k][0])
+    ]
+    if missing or extra or wrong:
+        parts = [f"{len(v)} {label} (e.g. {v[0]})" for label, v in (("missing", missing), ("unexpected", extra), ("of another shape or kind", wrong)) if v]
+        raise ModelBundleError(
+            f"{wuri}: weights do not fit {meta.arch}/{meta.encoder} depth {meta.encoder_depth} with {len(meta.in_bands)} "
+            f"bands and {meta.n_classes} classes: {', '.join(parts)}; model.json and the weights come from different models"
+        )
+    return meta
+
+
 _GENERIC = "b{}"
 
 
-def check_bands(meta: ModelMeta, scene_band_names: Sequence[str], scene_uri: str) -> None:
+def check_bands(meta: ModelMeta, scene_band_names: Sequence[str], scene_uri: str, sensor: str | None = None) -> None:
     """Refuse a scene whose bands differ from the model's.
 
-    Names are compared case-insensitively and in order. A scene without band descriptions
-    (names ``b1..bN``) with the model's band count is accepted with a warning (its band order
-    is assumed to be the model's).
+    Names are compared as canonical names (:mod:`unetgeo.bands`: ``B02`` of Sentinel-2 is
+    ``blue``, ``SR_B5`` of Landsat 8 is ``nir``…), case-insensitively and in order. A scene
+    without band descriptions (names ``b1..bN``) with the model's band count is accepted with a
+    warning (its band order is assumed to be the model's).
+
+    Args:
+        sensor: band table of the scene's codes (``s2``, ``landsat8``…); None: guessed from the names.
 
     Raises:
-        BandMismatchError: naming the scene's and the model's band lists.
+        BandMismatchError: naming the scene's bands (with their canonical names) and the model's.
     """
+    from unetgeo.bands import canonical_names, offered
+
     scene = [str(b) for b in scene_band_names]
     model = list(meta.in_bands)
-    if [b.lower() for b in scene] == [b.lower() for b in model]:
-        return
     generic = [_GENERIC.format(i + 1) for i in range(len(scene))]
     if scene == generic and len(scene) == len(model):
         log.warning("%s has no band names; assuming its %d bands are the model's %s in order", scene_uri, len(scene), model)
         return
+    canon, want = canonical_names(scene, sensor), canonical_names(model, sensor)
+    if canon == want:
+        return
     if len(scene) != len(model):
         why = f"it has {len(scene)} bands, the model needs {len(model)}"
-    elif sorted(b.lower() for b in scene) == sorted(b.lower() for b in model):
+    elif sorted(canon) == sorted(want):
         why = "same bands in another order"
     else:
-        why = "different band names"
+        why = "different bands"
     raise BandMismatchError(
-        f"{scene_uri}: scene bands {scene} do not match the bands {model} of model "
-        f"{meta.model_id or '?'} ({why}); give the scene's band names in the model's order "
-        "(or reorder/select bands with gdal_translate -b), or use a model trained on these bands"
+        f"{scene_uri}: scene bands {scene} (offered: {offered(scene, canon)}) do not match the bands {model} of model "
+        f"{meta.model_id or '?'} ({why}); select them in the model's order with --bands (names, codes like "
+        "B02 or 1-based numbers, e.g. --bands B2,B3,B4,B8,B11), or use a model trained on these bands"
     )
 
 

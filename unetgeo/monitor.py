@@ -139,7 +139,7 @@ def reference_classes(reference: str, model: str, out_root: str, *, config: str 
     from unetgeo.io.scene import open_scene
     from unetgeo.io.uri import exists, join, sha256_of
     from unetgeo.model import check_bundle
-    from unetgeo.pipeline import make_run, run_inline, predict_scene
+    from unetgeo.pipeline import make_run, predict_scene, run_inline
 
     if open_scene(reference).count <= 1:
         return reference

@@ -117,12 +117,15 @@ def validate_run(run: SceneRun) -> Plan:
     """
     from unetgeo.bands import ReadOptions
     from unetgeo.io.files import check_output_dir
+    from unetgeo.io.scene import check_tail
     from unetgeo.model import check_bands, check_bundle
-    from unetgeo.tiling import scene_info
+    from unetgeo.tiling import scene_info, scene_sources
 
     check_output_dir(run.out, "--out")
     meta = check_bundle(run.model)
     info = scene_info(run.scene, read=ReadOptions.from_spec(run.config.input))
+    for src in scene_sources(run.scene):
+        check_tail(src)
     check_bands(meta, list(info.band_names), _name(run.scene), run.config.input.sensor)
     h, w = info.grid.height, info.grid.width
     if min(h, w) < meta.stride:

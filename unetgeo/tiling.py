@@ -17,26 +17,37 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import unetgeo
+from unetgeo.bands import (
+    ReadOptions,
+    apply_radiometry,
+    canonical_names,
+    fill_from_decimated,
+    fill_mask,
+    guess_sensor,
+)
 from unetgeo.errors import InputError
 from unetgeo.grid import Grid, Window, iter_tile_windows, n_tiles
+from unetgeo.guard import BandStatsAccumulator, InOrder, chunk_stats
 from unetgeo.io import uri as U
+from unetgeo.io.files import is_file
+from unetgeo.io.scene import check_tail
 from unetgeo.io.store import ChunkedStoreWriter, open_store, peek_attrs, read_window
 from unetgeo.parallel import executor, map_bounded
+from unetgeo.progress import progress_bar
 
 if TYPE_CHECKING:  # unetgeo.io.scene (rasterio, ~0.2 s) is imported in make_tiles, beside the hashing
-    from unetgeo.io.scene import SceneInfo, SceneReader, StackReader
+    from unetgeo.io.scene import SceneInfo, SceneReader
+    from unetgeo.io.stack import StackReader
 
 log = logging.getLogger(__name__)
 
-_SKETCH_POINTS = 201  # quantiles kept per chunk for float data
-_SKETCH_MAX = 8192  # the merged float sketch is compressed back to this many points
 
 
 @dataclass(frozen=True)
@@ -54,178 +65,25 @@ class TileResult:
 
 
 # --------------------------------------------------------------------------------------------
-# streaming per-band statistics
-# --------------------------------------------------------------------------------------------
-def chunk_stats(data: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
-    """Mergeable statistics of one chunk over its valid pixels.
-
-    Args:
-        data: ``(bands, h, w)`` any numeric dtype.
-        valid: ``(h, w)`` bool.
-
-    Returns:
-        ``{"n", "sum", "sumsq"}`` float64 per band, plus either exact value histograms
-        (``"hist"``: per band ``(values, counts)``, integer dtypes of ≤ 16 bits, from which the
-        moments are derived exactly) or a quantile sketch (``"sketch"``: per band
-        ``(values, weights)``) for other dtypes.
-    """
-    nb = data.shape[0]
-    all_valid = bool(valid.all())
-    n_valid = int(valid.size if all_valid else valid.sum())
-    out: dict[str, Any] = {"n": np.full(nb, n_valid, dtype=np.float64)}
-    if data.dtype.kind in "ui" and data.dtype.itemsize <= 2:
-        offset = 0 if data.dtype.kind == "u" else 1 << (8 * data.dtype.itemsize - 1)
-        hists, sums, sumsqs = [], [], []
-        for b in range(nb):
-            band = data[b].ravel() if all_valid else data[b][valid]
-            counts = np.bincount(band if offset == 0 else band.astype(np.int32) + offset)
-            nz = np.flatnonzero(counts)
-            vals = (nz - offset).astype(np.int64)
-            cnt = counts[nz].astype(np.int64)
-            sums.append(float(np.dot(vals, cnt)))  # exact integer dot products (no BLAS threads)
-            sumsqs.append(float(np.dot(vals * vals, cnt)))
-            hists.append((vals, cnt))
-        out.update(sum=np.array(sums), sumsq=np.array(sumsqs), hist=hists)
-        return out
-    v = (data.reshape(nb, -1) if all_valid else data[:, valid]).astype(np.float64)
-    out.update(sum=v.sum(axis=1), sumsq=np.square(v).sum(axis=1))
-    qs = (np.arange(_SKETCH_POINTS) + 0.5) / _SKETCH_POINTS  # each point stands for n/K values
-    out["sketch"] = [
-        (np.quantile(v[b], qs), np.full(_SKETCH_POINTS, n_valid / _SKETCH_POINTS)) if n_valid else (np.zeros(0), np.zeros(0))
-        for b in range(nb)
-    ]
-    return out
-
-
-def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    v, w = values[order], weights[order]
-    cw = np.cumsum(w)
-    if cw.size == 0 or cw[-1] <= 0:
-        return np.full(qs.shape, np.nan)
-    pos = (cw - 0.5 * w) / cw[-1]
-    return np.interp(qs, pos, v)
-
-
-_HIST_OFFSET = 1 << 15  # dense histograms cover int16 and uint16 (and uint8): index = value + offset
-_HIST_SIZE = 3 << 15
-
-
-class BandStatsAccumulator:
-    """Merge :func:`chunk_stats` results into per-band mean, std, p2, p98 (bounded memory).
-
-    Integer bands of ≤ 16 bits keep a dense value histogram (768 KiB per band), so their
-    statistics are exact and independent of the merge order; other types keep sums and a
-    bounded quantile sketch (merge in a fixed order for reproducible results).
-    """
-
-    def __init__(self, n_bands: int):
-        self.n = np.zeros(n_bands)
-        self.sum = np.zeros(n_bands)
-        self.sumsq = np.zeros(n_bands)
-        self.dense: np.ndarray | None = None  # (bands, _HIST_SIZE) int64
-        self.sketch: list[tuple[np.ndarray, np.ndarray]] | None = None
-
-    def add_hist(self, hist: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Merge the exact histograms of one chunk (``chunk_stats(...)["hist"]``)."""
-        if self.dense is None:
-            self.dense = np.zeros((len(hist), _HIST_SIZE), np.int64)
-        for b, (vals, cnts) in enumerate(hist):
-            self.dense[b, vals + _HIST_OFFSET] += cnts  # vals are unique within a chunk
-
-    def add(self, part: dict[str, Any]) -> None:
-        """Merge one chunk's statistics."""
-        self.n += part["n"]
-        self.sum += part["sum"]
-        self.sumsq += part["sumsq"]
-        if "hist" in part:
-            self.add_hist(part["hist"])
-        if "sketch" in part:
-            if self.sketch is None:
-                self.sketch = [(np.zeros(0), np.zeros(0)) for _ in part["sketch"]]
-            merged = []
-            for (va, wa), (vb, wb) in zip(self.sketch, part["sketch"], strict=True):
-                vals, wts = np.concatenate([va, vb]), np.concatenate([wa, wb])
-                if vals.size > _SKETCH_MAX:
-                    qs = (np.arange(_SKETCH_MAX // 2) + 0.5) / (_SKETCH_MAX // 2)
-                    vals = _weighted_quantiles(vals, wts, qs)
-                    wts = np.full(qs.size, wts.sum() / qs.size)
-                merged.append((vals, wts))
-            self.sketch = merged
-
-    def result(self, band_names: Sequence[str]) -> dict[str, dict[str, float]]:
-        """``{band: {"mean", "std", "p2", "p98", "valid_pixels"}}``; NaN for a band without valid pixels."""
-        out: dict[str, dict[str, float]] = {}
-        for b, name in enumerate(band_names):
-            n = self.n[b]
-            if self.dense is not None:
-                idx = np.flatnonzero(self.dense[b])
-                cnts = self.dense[b, idx].astype(np.float64)
-                vals = (idx - _HIST_OFFSET).astype(np.float64)
-                n = float(cnts.sum())
-                mean = float(np.dot(vals, cnts) / n) if n else float("nan")
-                var = float(np.dot(np.square(vals - mean), cnts) / n) if n else float("nan")
-                p2, p98 = _weighted_quantiles(vals, cnts, np.array([0.02, 0.98]))
-            else:
-                mean = self.sum[b] / n if n else float("nan")
-                var = max(self.sumsq[b] / n - mean * mean, 0.0) if n else float("nan")
-                if self.sketch is not None:
-                    vals, wts = self.sketch[b]
-                    p2, p98 = _weighted_quantiles(vals, wts, np.array([0.02, 0.98]))
-                else:
-                    p2 = p98 = float("nan")
-            out[name] = {
-                "mean": float(mean),
-                "std": float(np.sqrt(var)),
-                "p2": float(p2),
-                "p98": float(p98),
-                "valid_pixels": int(n),
-            }
-        return out
-
-
-class _InOrder:
-    """Feed chunk statistics to an accumulator in chunk order, whatever order they arrive in.
-
-    Histograms are merged at once (exact, order-free); the small rest waits for its turn, so
-    float sums and sketches come out the same for a clean, a resumed or a parallel run.
-    """
-
-    def __init__(self, acc: BandStatsAccumulator):
-        self.acc = acc
-        self.next = 0
-        self.waiting: dict[int, dict[str, Any]] = {}
-
-    def add(self, i: int, part: dict[str, Any]) -> None:
-        if "hist" in part:
-            self.acc.add_hist(part.pop("hist"))
-        self.waiting[i] = part
-        while self.next in self.waiting:
-            self.acc.add(self.waiting.pop(self.next))
-            self.next += 1
-
-
-# --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
 _READERS: OrderedDict[tuple[tuple[str, ...], str], Any] = OrderedDict()
 _READERS_LOCK = threading.Lock()
 _READERS_MAX = 4  # open scenes kept per process (Dask workers serve several runs)
-# Slows each chunk down so the resume test can kill a run part-way (tests only; 0 = off).
-_TEST_DELAY_S = float(os.environ.get("UNETGEO_TEST_SLOW_TILE_S", "0") or 0)
 _FORMAT = 2  # bump when the bytes written for the same input change
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
 def _reader(info: SceneInfo, resampling: str) -> SceneReader | StackReader:
     """One reader per scene and process (readers are thread-safe; Dask workers build their own)."""
-    from unetgeo.io.scene import SceneReader, StackReader
+    from unetgeo.io.scene import SceneReader
+    from unetgeo.io.stack import StackReader
 
-    key = (info.sources, resampling)
+    key = _reader_key(info, resampling)
     with _READERS_LOCK:
         r = _READERS.get(key)
         if r is None:
-            r = _READERS[key] = StackReader(info, resampling) if info.members else SceneReader(info.uri)
+            r = _READERS[key] = StackReader(info, resampling) if info.members else SceneReader.of(info)
             while len(_READERS) > _READERS_MAX:
                 _READERS.popitem(last=False)[1].close()
         else:
@@ -233,10 +91,15 @@ def _reader(info: SceneInfo, resampling: str) -> SceneReader | StackReader:
     return r
 
 
+def _reader_key(info: SceneInfo, resampling: str) -> tuple:
+    parts = info.members or (info,)
+    return (info.sources, resampling, tuple((m.indexes, m.nodata_source, m.nodata) for m in parts))
+
+
 def _release_reader(info: SceneInfo, resampling: str) -> None:
     """Close this process's reader of a scene (its files stay open otherwise)."""
     with _READERS_LOCK:
-        r = _READERS.pop((info.sources, resampling), None)
+        r = _READERS.pop(_reader_key(info, resampling), None)
     if r is not None:
         r.close()
 
@@ -248,19 +111,24 @@ def _tile_one(
     resampling: str,
     tiles: ChunkedStoreWriter,
     valid: ChunkedStoreWriter,
+    on_chunk: Callable[[Window], None] | None = None,
 ) -> dict[str, Any]:
     """Task: read one window, write its chunk and mask, return its statistics.
 
     ``item`` is ``(chunk index, window, already written)``; a chunk written by an interrupted
-    run is only read back from the store for its statistics.
+    run is only read back from the store for its statistics. ``on_chunk(window)`` runs after the
+    read and before the writes of every chunk that is written.
     """
     _, win, written = item
     if written:
         data, ok = read_window(tiles.array, win), read_window(valid.array, win)
     else:
         data, ok = _reader(info, resampling).read(win)
-        if _TEST_DELAY_S:
-            time.sleep(_TEST_DELAY_S)
+        if info.fill is not None:
+            ok &= ~fill_mask(data, info.fill)
+        data = apply_radiometry(data, *info.radiometry).astype(info.store_dtype, copy=False)
+        if on_chunk is not None:
+            on_chunk(win)
         valid.write(win, ok, mark=False)  # the tiles marker, written last, stands for both
         tiles.write(win, data)
     return chunk_stats(data, ok)
@@ -294,16 +162,49 @@ def scene_sources(scene_uri: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return [s]
 
 
-def scene_info(scene_uri: str | os.PathLike | Sequence[str | os.PathLike], band_names: Sequence[str] | None = None) -> SceneInfo:
+def scene_info(scene_uri: str | os.PathLike | Sequence[str | os.PathLike], band_names: Sequence[str] | None = None,
+               read: ReadOptions | None = None) -> SceneInfo:
     """Open a scene argument as :func:`make_tiles` takes it (one file, a stack, a list file).
 
     Returns the :class:`~unetgeo.io.scene.SceneInfo` of the single file, or of the stack
-    (:func:`~unetgeo.io.scene.open_stack`: finest grid, band names from the file stems).
+    (:func:`~unetgeo.io.stack.open_stack`: finest grid, band names from the file stems),
+    restricted to ``read.bands`` and with ``read``'s nodata, scale and offset (headers only).
     """
-    from unetgeo.io.scene import open_scene, open_stack
+    from dataclasses import replace
+
+    from unetgeo.io.scene import open_scene
+    from unetgeo.io.stack import open_stack, select_bands, with_input_settings
 
     sources = scene_sources(scene_uri)
-    return open_scene(sources[0], band_names) if len(sources) == 1 else open_stack(sources, band_names)
+    info = open_scene(sources[0], band_names) if len(sources) == 1 else open_stack(sources, band_names)
+    if read is None:
+        return info
+    generic = tuple(f"b{i + 1}" for i in range(info.count))
+    if read.bands and info.band_names == generic and len(read.bands) == info.count and band_names is None \
+            and not any(b.isdigit() or b.lower() in generic for b in read.bands):
+        info = replace(info, band_names=tuple(read.bands))  # undescribed bands: --bands names them (as before)
+    elif read.bands:
+        info = select_bands(info, read.bands, read.sensor)
+    return with_input_settings(info, nodata=read.nodata, scale=read.scale, offset=read.offset)
+
+
+_DETECT_MAX_PX = 1024
+
+
+def detect_fill(info: SceneInfo, resampling: str) -> tuple[float | None, float]:
+    """``(fill value, share of the scene)`` of undeclared nodata, or ``(None, 0.0)``.
+
+    A decimated read (at most 1024 px a side, nearest neighbour; GDAL uses overviews / JPEG2000
+    resolution levels, so memory is bounded) is judged by :func:`unetgeo.bands.fill_from_decimated`.
+    When a fill is found, every full-resolution pixel equal to it in all bands is masked while
+    tiling. Only scenes without a declared nodata / mask (and no ``--nodata``) are examined.
+    """
+    if info.nodata_source != "file" or info.mask_kind not in ("none", "nan"):
+        return None, 0.0
+    g = info.grid
+    f = max(1, -(-max(g.height, g.width) // _DETECT_MAX_PX))
+    shape = (max(1, g.height // f), max(1, g.width // f))
+    return fill_from_decimated(_reader(info, resampling).read_resampled(shape, resampling="nearest"), info.dtype)
 
 
 class _Hasher(threading.Thread):
@@ -352,6 +253,8 @@ def make_tiles(
     progress: bool = False,
     config_hash: str = "",
     resampling: str = "bilinear",
+    on_chunk: Callable[[Window], None] | None = None,
+    read: ReadOptions | None = None,
 ) -> TileResult:
     """Tile a scene into ``out_uri`` (Zarr v3, ``(band, y, x)``) and ``valid_uri`` (``(y, x)`` bool).
 
@@ -369,6 +272,15 @@ def make_tiles(
         progress: show a progress bar.
         config_hash: hash of the config that asked for this run (recorded in the attributes).
         resampling: GDAL resampling of stack files coarser than the finest (default bilinear).
+        on_chunk: called with each chunk's window before it is written (a hook for progress
+            reporting, or for tests that slow a run down to interrupt it); picklable for Dask.
+        read: band selection, nodata, scale and offset (:class:`ReadOptions`). Only the selected
+            bands are read. With a scale or offset (given, or the files' scale/offset tags, or a
+            Sentinel-2 baseline ≥ 04.00 offset) the tiles hold the physical values
+            ``DN * scale + offset`` as float32, so statistics and the model see them; the values
+            used are recorded in the attributes (``radiometry``). Without a declared nodata, an
+            undeclared fill (0 or the dtype maximum) is detected (:func:`detect_fill`), logged
+            with its share and masked (``nodata_detected`` in the attributes).
 
     Returns:
         A :class:`TileResult`. Chunks already written by an interrupted run with the same inputs
@@ -380,6 +292,10 @@ def make_tiles(
     """
     t0 = time.perf_counter()
     sources = scene_sources(scene_uri)
+    if is_file(out_uri):
+        raise InputError(f"{out_uri}: the output store is a file; give a folder path such as run/tiles.zarr")
+    for src in sources:
+        check_tail(src)
     if tile_px <= 0:
         raise InputError(f"tile_px={tile_px} must be a positive number of pixels; use 512")
     # The content sha256 is recorded in the attributes. It is computed on its own thread from
@@ -389,9 +305,150 @@ def make_tiles(
     try:
         return _make_tiles(sources, hasher, t0, out_uri, tile_px=tile_px, band_names=band_names,
                            valid_uri=valid_uri, dask_address=dask_address, progress=progress,
-                           config_hash=config_hash, resampling=resampling)
+                           config_hash=config_hash, resampling=resampling, on_chunk=on_chunk,
+                           read=read or ReadOptions())
     finally:
         hasher.cancel()  # no-op once it has finished; stops it after an error or a reused store
+
+
+@dataclass
+class _Plan:
+    """What a tiling run writes: the scene, its stores' run key and attributes."""
+
+    info: SceneInfo
+    sources: list[str]
+    out_uri: str
+    valid_uri: str
+    tile_px: int
+    resampling: str
+    run_key: str
+    attrs: dict[str, Any]
+    source: dict[str, Any]
+
+    def writers(self) -> tuple[ChunkedStoreWriter, ChunkedStoreWriter]:
+        """``(tiles, valid)`` writers of the two stores."""
+        g, a = self.info.grid, self.attrs
+        t = ChunkedStoreWriter(self.out_uri, shape=(self.info.count, g.height, g.width), chunk_px=self.tile_px,
+                               dtype=self.info.store_dtype, fill_value=0, attrs=a, run_key=self.run_key)
+        # fill True: all-valid chunks (most of them) are not stored at all, as Zarr itself does
+        v = ChunkedStoreWriter(self.valid_uri, shape=(g.height, g.width), chunk_px=self.tile_px, dtype=bool,
+                               fill_value=True, attrs={k: a[k] for k in _VALID_ATTRS}, run_key=self.run_key)
+        return t, v
+
+
+_VALID_ATTRS = ("crs", "transform", "height", "width", "source", "unetgeo_version", "tile_px", "settings_key")
+
+
+def _run_key(info: SceneInfo, sources: list[str], hasher: _Hasher, out_uri: str, tile_px: int,
+             resampling: str, read: ReadOptions) -> tuple[str, str]:
+    """``(run key, settings key)`` of a run.
+
+    The run key names the inputs cheaply (size + mtime/ETag of each file, and the settings), so
+    tiling starts at once; the content sha256 is recorded at publish. A complete store made from a
+    file with another mtime but the same sha256 is adopted rather than redone.
+    """
+    settings = {"tile_px": tile_px, "bands": list(info.band_names), "fmt": _FORMAT,
+                "resampling": resampling if info.members else None,
+                **({"read": read.key()} if read != ReadOptions() else {})}
+    settings_key = _key(settings)
+    run_key = _key({"settings": settings_key, "files": [U.fingerprint(u) for u in sources]})
+    prev = peek_attrs(out_uri)
+    if (prev and prev.get("complete") and prev.get("run_key") != run_key
+            and prev.get("settings_key") == settings_key and (prev.get("source") or {}).get("sha256")):
+        if _combined_sha(hasher.result()) == prev["source"]["sha256"]:
+            run_key = str(prev["run_key"])
+    return run_key, settings_key
+
+
+def _plan(sources: list[str], hasher: _Hasher, out_uri: str, valid_uri: str | None, *, tile_px: int,
+          band_names: Sequence[str] | None, config_hash: str, resampling: str, read: ReadOptions) -> _Plan:
+    """Open the scene and settle the stores' run key and attributes."""
+    info = scene_info(sources, band_names, read)
+    if info.members:
+        _reader(info, resampling)  # checks the resampling name before any work is started
+    run_key, settings_key = _run_key(info, sources, hasher, out_uri, tile_px, resampling, read)
+    info = _with_fill(info, resampling, read, out_uri)
+    nodata = None if info.nodata is None or np.isnan(info.nodata) else info.nodata
+    source: dict[str, Any] = {"uri": str(sources[0]), "sha256": None}
+    if info.members:
+        source["files"] = [{"uri": m.uri, "bands": m.count} for m in info.members]  # the files read, in band order
+    attrs = {
+        **info.grid.to_attrs(),
+        "nodata": nodata,
+        "nodata_is_nan": bool(info.nodata is not None and np.isnan(info.nodata)),
+        "mask_kind": info.mask_kind,
+        "band_names": list(info.band_names),
+        "source": source,
+        "unetgeo_version": unetgeo.__version__,
+        "config_hash": config_hash,
+        "tile_px": tile_px,
+        "dtype": info.store_dtype,
+        "settings_key": settings_key,
+        **_band_attrs(info, read),
+    }
+    if info.members:
+        attrs["resampling"] = resampling
+    return _Plan(info, sources, out_uri, valid_uri or U.sibling(out_uri, "valid.zarr"), tile_px, resampling,
+                 run_key, attrs, source)
+
+
+def _with_fill(info: SceneInfo, resampling: str, read: ReadOptions, out_uri: str) -> SceneInfo:
+    """``info`` with the undeclared nodata that :func:`detect_fill` finds (one warning when found)."""
+    from dataclasses import replace
+
+    if not read.detect_nodata:
+        return info
+    fill, share = detect_fill(info, resampling)
+    if fill is None:
+        return info
+    log.warning("%s: no nodata is declared, but %.1f %% of the scene (connected to its edge) is %g in every band; "
+                "masking those pixels as nodata (give --nodata none to keep them, or --nodata V)",
+                info.uri, 100 * share, fill)
+    return replace(info, fill=fill)
+
+
+def _band_attrs(info: SceneInfo, read: ReadOptions) -> dict[str, Any]:
+    """Attributes of the bands: sensor, canonical names, radiometry, nodata found."""
+    names = list(info.band_names) + [d for d in info.descriptions if d]
+    sensor = read.sensor or guess_sensor(names)
+    sc, of = info.radiometry
+    return {"sensor": sensor, "canonical_bands": canonical_names(list(info.band_names), sensor),
+            "radiometry": {"scale": list(sc), "offset": list(of)},
+            "nodata_detected": info.fill}
+
+
+def _run_chunks(plan: _Plan, tiles: ChunkedStoreWriter, valid: ChunkedStoreWriter, *, dask_address: str | None,
+                progress: bool, on_chunk: Callable[[Window], None] | None) -> tuple[BandStatsAccumulator, int, str]:
+    """Tile every chunk: ``(merged statistics, chunks resumed, where it ran)``.
+
+    Every chunk is one task, in chunk order: missing chunks are read from the scene and
+    written; chunks an interrupted run already wrote are read back from the store (cheap)
+    only for their statistics. Statistics are merged in chunk order as results arrive.
+    """
+    info, grid = plan.info, plan.info.grid
+    pair_resumed = tiles.resumed and valid.resumed  # a lost valid.zarr.tmp voids the tiles markers
+    items = [(i, win, pair_resumed and tiles.is_done(win))
+             for i, win in enumerate(iter_tile_windows(grid.height, grid.width, plan.tile_px))]
+    acc = BandStatsAccumulator(info.count)
+    merge = InOrder(acc)
+    bar = progress_bar(progress, len(items), f"tile {os.path.basename(str(plan.sources[0]).rstrip('/'))}")
+
+    def on_result(item: tuple[int, Window, bool], part: dict[str, Any]) -> None:
+        merge.add(item[0], part)
+        bar.update(1)
+
+    try:
+        with executor(dask_address) as ex:
+            where = f"{ex.kind}, {ex.n_threads} threads"
+            try:
+                map_bounded(ex, _tile_one, items, max_in_flight=2 * ex.n_threads, on_result=on_result,
+                            info=info, resampling=plan.resampling, tiles=tiles, valid=valid, on_chunk=on_chunk)
+            finally:
+                ex.on_each_thread(lambda: _reader(info, plan.resampling).close_thread())
+    finally:
+        bar.close()
+        _release_reader(info, plan.resampling)
+    return acc, sum(1 for it in items if it[2]), where
 
 
 def _make_tiles(
@@ -407,131 +464,45 @@ def _make_tiles(
     progress: bool,
     config_hash: str,
     resampling: str,
+    on_chunk: Callable[[Window], None] | None = None,
+    read: ReadOptions,
 ) -> TileResult:
-    info = scene_info(sources, band_names)
-    if info.members:
-        _reader(info, resampling)  # checks the resampling name before any work is started
-    grid = info.grid
-    if valid_uri is None:
-        valid_uri = _sibling(out_uri, "valid.zarr")
-
-    # The run key names the inputs cheaply (size + mtime/ETag of each file, and the settings), so
-    # tiling starts at once; the content sha256 is recorded at publish. A complete store made
-    # from a file with another mtime but the same sha256 is adopted rather than redone.
-    settings = {"tile_px": tile_px, "bands": list(info.band_names), "fmt": _FORMAT,
-                "resampling": resampling if info.members else None}
-    settings_key = _key(settings)
-    quick = [U.fingerprint(u) for u in sources]
-    run_key = _key({"settings": settings_key, "files": quick})
-    prev = peek_attrs(out_uri)
-    if (prev and prev.get("complete") and prev.get("run_key") != run_key
-            and prev.get("settings_key") == settings_key and (prev.get("source") or {}).get("sha256")):
-        if _combined_sha(hasher.result()) == prev["source"]["sha256"]:
-            run_key = str(prev["run_key"])
-
-    nodata = None if info.nodata is None or np.isnan(info.nodata) else info.nodata
-    source: dict[str, Any] = {"uri": str(sources[0]), "sha256": None}
-    if info.members:
-        source["files"] = [{"uri": u, "bands": m.count} for u, m in zip(sources, info.members, strict=True)]
-    base_attrs = {
-        **grid.to_attrs(),
-        "nodata": nodata,
-        "nodata_is_nan": bool(info.nodata is not None and np.isnan(info.nodata)),
-        "mask_kind": info.mask_kind,
-        "band_names": list(info.band_names),
-        "source": source,
-        "unetgeo_version": unetgeo.__version__,
-        "config_hash": config_hash,
-        "tile_px": tile_px,
-        "dtype": info.dtype,
-        "settings_key": settings_key,
-    }
-    if info.members:
-        base_attrs["resampling"] = resampling
-    valid_attrs = ("crs", "transform", "height", "width", "source", "unetgeo_version", "tile_px", "settings_key")
-
-    def writers() -> tuple[ChunkedStoreWriter, ChunkedStoreWriter]:
-        t = ChunkedStoreWriter(out_uri, shape=(info.count, grid.height, grid.width), chunk_px=tile_px,
-                               dtype=info.dtype, fill_value=0, attrs=base_attrs, run_key=run_key)
-        # fill True: all-valid chunks (most of them) are not stored at all, as Zarr itself does
-        v = ChunkedStoreWriter(valid_uri, shape=(grid.height, grid.width), chunk_px=tile_px, dtype=bool,
-                               fill_value=True, attrs={k: base_attrs[k] for k in valid_attrs}, run_key=run_key)
-        return t, v
-
-    tiles, valid = writers()
+    plan = _plan(sources, hasher, out_uri, valid_uri, tile_px=tile_px, band_names=band_names,
+                 config_hash=config_hash, resampling=resampling, read=read)
+    info, grid = plan.info, plan.info.grid
+    tiles, valid = plan.writers()
     total = n_tiles(grid.height, grid.width, tile_px)
     if tiles.already_complete and valid.already_complete:
         stats = dict(open_store(out_uri).attrs)["stats"]
         log.info("tile: %s already complete (%d chunks); nothing to do", out_uri, total)
-        return TileResult(out_uri, valid_uri, grid, info.band_names, stats, total, 0, time.perf_counter() - t0)
+        return TileResult(out_uri, plan.valid_uri, grid, info.band_names, stats, total, 0, time.perf_counter() - t0)
     if tiles.already_complete or valid.already_complete:  # one of the pair lost: redo both
-        U.remove(out_uri if tiles.already_complete else valid_uri)
-        tiles, valid = writers()
-
-    # Every chunk is one task, in chunk order: missing chunks are read from the scene and
-    # written; chunks an interrupted run already wrote are read back from the store (cheap)
-    # only for their statistics. Statistics are merged in chunk order as results arrive.
-    pair_resumed = tiles.resumed and valid.resumed  # a lost valid.zarr.tmp voids the tiles markers
-    items = [(i, win, pair_resumed and tiles.is_done(win))
-             for i, win in enumerate(iter_tile_windows(grid.height, grid.width, tile_px))]
-    n_resumed = sum(1 for it in items if it[2])
-    acc = BandStatsAccumulator(info.count)
-    merge = _InOrder(acc)
-    bar = _progress(progress, total, f"tile {os.path.basename(str(sources[0]).rstrip('/'))}")
-
-    def on_result(item: tuple[int, Window, bool], part: dict[str, Any]) -> None:
-        merge.add(item[0], part)
-        bar.update(1)
-
+        (valid if tiles.already_complete else tiles).release()
+        U.remove(out_uri if tiles.already_complete else plan.valid_uri)
+        tiles, valid = plan.writers()
     try:
-        with executor(dask_address) as ex:
-            where = f"{ex.kind}, {ex.n_threads} threads"
-            try:
-                map_bounded(ex, _tile_one, items, max_in_flight=2 * ex.n_threads, on_result=on_result,
-                            info=info, resampling=resampling, tiles=tiles, valid=valid)
-            finally:
-                ex.on_each_thread(lambda: _reader(info, resampling).close_thread())
-    finally:
-        bar.close()
-        _release_reader(info, resampling)
-    digests = hasher.result()
-    source["sha256"] = _combined_sha(digests)
-    if info.members:
-        for f, d in zip(source["files"], digests, strict=True):
-            f["sha256"] = d
-    stats = acc.result(info.band_names)
-    valid.publish({"source": source})  # the mask first: once tiles.zarr is visible, so is valid.zarr
-    tiles.publish({"stats": stats, "source": source})
+        acc, n_resumed, where = _run_chunks(plan, tiles, valid, dask_address=dask_address, progress=progress,
+                                            on_chunk=on_chunk)
+        digests = hasher.result()
+        plan.source["sha256"] = _combined_sha(digests)
+        if info.members:
+            by_uri = dict(zip(sources, digests, strict=True))
+            for f in plan.source["files"]:
+                f["sha256"] = by_uri.get(f["uri"])
+        stats = acc.result(info.band_names)
+        valid.publish({"source": plan.source})  # the mask first: once tiles.zarr is visible, so is valid.zarr
+        tiles.publish({"stats": stats, "source": plan.source})
+    finally:  # after an error: a later run resumes the .tmp stores (a no-op once published)
+        valid.release()
+        tiles.release()
     seconds = time.perf_counter() - t0
     log.info(
         "tile: %s -> %s: %dx%d px, %d bands %s, %d chunks (%d written, %d resumed) in %.1f s (%s)",
         sources[0] if len(sources) == 1 else f"{len(sources)} files", out_uri, grid.height, grid.width,
         info.count, info.dtype, total, total - n_resumed, n_resumed, seconds, where,
     )
-    return TileResult(out_uri, valid_uri, grid, info.band_names, stats, total, total - n_resumed, seconds)
+    return TileResult(out_uri, plan.valid_uri, grid, info.band_names, stats, total, total - n_resumed, seconds)
 
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _sibling(uri: str, name: str) -> str:
-    s = str(uri).rstrip("/")
-    return (s.rsplit("/", 1)[0] + "/" + name) if "/" in s else name
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    """A tqdm bar, or a silent stand-in (without importing tqdm) when disabled."""
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled, leave=False, dynamic_ncols=True)

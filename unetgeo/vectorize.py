@@ -315,7 +315,7 @@ def _acquired(value: str | datetime | None, source: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise InputError(f"{source}: acquired={value!r} is not an ISO 8601 time; use e.g. 2024-05-01T10:30:00Z")
+            raise InputError(f"{source}: acquired={value!r} is not an ISO 8601 time; use e.g. 2024-05-01T10:30:00Z") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

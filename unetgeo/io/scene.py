@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -21,15 +21,31 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
-from unetgeo.errors import GridMismatchError, InputError, SceneReadError
+from unetgeo.errors import InputError, SceneReadError
 from unetgeo.grid import Grid, Window, check_north_up
+from unetgeo.io.crs import crs_equal, crs_is_geographic, crs_name
 from unetgeo.io.uri import PublishOnExit, is_url, open_file
 
 log = logging.getLogger(__name__)
 
-# Windows are read once each, so GDAL's block cache (5 % of RAM by default) only grows memory with
-# scene size; a small fixed cache keeps peak memory flat. Users may still set GDAL_CACHEMAX.
-os.environ.setdefault("GDAL_CACHEMAX", "64")
+_REEXPORTED = (crs_equal, crs_is_geographic, crs_name)  # from unetgeo.io.crs, for older callers
+
+#: GDAL block cache while reading, MiB. Windows are read once each, so GDAL's default cache (5 % of
+#: RAM) would only grow memory with scene size; a small fixed one keeps peak memory flat.
+GDAL_CACHE_MIB = 64
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings of every read here: a :data:`GDAL_CACHE_MIB` block cache.
+
+    A ``GDAL_CACHEMAX`` set in the environment by the user wins (nothing is overridden then).
+    """
+    if os.environ.get("GDAL_CACHEMAX"):
+        return rasterio.Env()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB << 20)  # rasterio passes bytes to GDALSetCacheMax64
+
+#: GDAL drivers of the scenes unetgeo reads (Sentinel-2 ships JPEG2000 band files; a VRT can stack).
+READ_DRIVERS = ("GTiff", "COG", "JP2OpenJPEG", "VRT")
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -54,7 +70,33 @@ class SceneInfo:
     block_shape: tuple[int, int] = (256, 256)
     descriptions: tuple[str | None, ...] = field(default=())
     members: tuple[SceneInfo, ...] = field(default=())
-    """For a band stack (:func:`open_stack`): one entry per file, in band order; empty otherwise."""
+    """For a band stack (:func:`unetgeo.io.stack.open_stack`): one entry per file, in band order; empty otherwise."""
+    indexes: tuple[int, ...] = field(default=())
+    """1-based bands of the file that are read (a ``--bands`` selection); empty: all of them."""
+    scales: tuple[float, ...] = field(default=())
+    """Per band: physical value = DN * scale + offset (file tags, ``--scale``); empty: 1."""
+    offsets: tuple[float, ...] = field(default=())
+    """Per band offsets (file tags, Sentinel-2 baseline ≥ 04.00 metadata, ``--offset``); empty: 0."""
+    nodata_source: str = "file"
+    """``"file"`` (the file's own mask), ``"given"`` (``--nodata V``), ``"none"`` (``--nodata none``)."""
+    fill: float | None = None
+    """Undeclared nodata found by :func:`unetgeo.tiling.make_tiles`: pixels equal to it in every band are masked."""
+
+    @property
+    def read_indexes(self) -> list[int] | None:
+        """The 1-based file bands to read, None for all (a single file's :attr:`indexes`)."""
+        return list(self.indexes) if self.indexes else None
+
+    @property
+    def radiometry(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(scales, offsets)``, one float per band (1 and 0 where not set)."""
+        return (self.scales or (1.0,) * self.count, self.offsets or (0.0,) * self.count)
+
+    @property
+    def store_dtype(self) -> str:
+        """The dtype of the tiles: float32 when a scale or offset applies, else the file's."""
+        sc, of = self.radiometry
+        return self.dtype if all(v == 1.0 for v in sc) and all(v == 0.0 for v in of) else "float32"
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -62,9 +104,13 @@ class SceneInfo:
         return tuple(m.uri for m in self.members) if self.members else (self.uri,)
 
 
-def _open(uri: str) -> rasterio.io.DatasetReader:
-    """Open ``uri`` with rasterio; URLs go through fsspec's opener."""
-    with warnings.catch_warnings():
+def open_dataset(uri: str) -> rasterio.io.DatasetReader:
+    """Open ``uri`` with rasterio (under :func:`gdal_env`); URLs go through fsspec's opener.
+
+    Raises:
+        SceneReadError: missing file or not a raster.
+    """
+    with warnings.catch_warnings(), gdal_env():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
             if is_url(uri):
@@ -76,23 +122,71 @@ def _open(uri: str) -> rasterio.io.DatasetReader:
             raise SceneReadError(f"{uri}: file not found") from e
 
 
-def crs_equal(wkt1: str, wkt2: str) -> bool:
-    """True if two CRS definitions describe the same CRS (PROJ semantic comparison)."""
-    if wkt1 == wkt2:
-        return True
-    from pyproj import CRS
+def check_tail(uri: str) -> None:
+    """Read the last block of every band of ``uri``: a truncated or corrupt file fails here, in
+    milliseconds, before any output exists (a file cut short loses its last blocks first).
 
-    try:
-        return CRS.from_user_input(wkt1).equals(CRS.from_user_input(wkt2), ignore_axis_order=True)
-    except Exception:  # noqa: BLE001 - an unparsable CRS is simply not equal
-        return False
+    Raises:
+        InputError: the last block cannot be decoded (names the file).
+    """
+    with open_dataset(uri) as ds, gdal_env():
+        bh, bw = ds.block_shapes[0]
+        row, col = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+        try:
+            ds.read(window=((row, min(ds.height, row + bh)), (col, min(ds.width, col + bw))))
+        except RasterioIOError as e:
+            raise InputError(f"{uri}: is truncated or corrupt: its last block cannot be read "
+                             f"({' '.join(str(e).split())[:160]}); copy or download it again") from e
 
 
-def crs_is_geographic(wkt: str) -> bool:
-    """True for a geographic (degrees) CRS."""
-    from pyproj import CRS
+_S2_OFFSET_TAG = re.compile(r"(?:BOA|RADIO)_ADD_OFFSET(?:_B?0*(\d{1,2}A?))?$", re.IGNORECASE)
+_S2_OFFSET_XML = re.compile(rb"<(?:BOA|RADIO)_ADD_OFFSET\s+band_id=\"(\d+)\"\s*>\s*(-?[\d.]+)\s*<")
 
-    return bool(CRS.from_user_input(wkt).is_geographic)
+
+def s2_metadata_offsets(uri: str) -> dict[str, float]:
+    """Sentinel-2 baseline ≥ 04.00 offsets by band code (``{"2": -1000.0, …}``) from the product's
+    ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` (RADIO_ADD_OFFSET / BOA_ADD_OFFSET), looked for beside
+    the band file and up to three folders above it (the SAFE layout); empty when there is none."""
+    from unetgeo.bands import S2_BAND_IDS
+
+    if is_url(uri):
+        return {}
+    here = os.path.dirname(os.path.abspath(uri))
+    for _ in range(4):
+        for name in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml"):
+            path = os.path.join(here, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    found = _S2_OFFSET_XML.findall(f.read())
+                return {S2_BAND_IDS[int(i)]: float(v) for i, v in found if int(i) < len(S2_BAND_IDS)}
+        here = os.path.dirname(here)
+    return {}
+
+
+def file_offsets(ds: Any, uri: str) -> tuple[float, ...]:
+    """Per-band offsets of an open dataset: its offset tags (``ds.offsets``), plus a Sentinel-2
+    ``BOA_ADD_OFFSET``/``RADIO_ADD_OFFSET`` from its metadata tags or the product's MTD XML."""
+    from unetgeo.bands import band_code
+
+    offsets = [float(v) for v in ds.offsets]
+    by_code: dict[str, float] = {}
+    for key, value in ds.tags().items():
+        m = _S2_OFFSET_TAG.match(key)
+        if m:
+            by_code[(m.group(1) or "*").upper()] = float(value)
+    if not by_code:
+        by_code = s2_metadata_offsets(uri)
+    if not by_code:
+        return tuple(offsets)
+    stem = os.path.splitext(os.path.basename(str(uri)))[0]
+    for b in range(ds.count):
+        code = band_code(ds.descriptions[b] or "") or (band_code(stem) if ds.count == 1 else None)
+        extra = by_code.get(code or "", by_code.get("*", 0.0))
+        if offsets[b] == 0.0 and extra:
+            offsets[b] = extra
+            log.info("%s: band %d (B%s) has the Sentinel-2 offset %g (processing baseline 04.00+); applied",
+                     uri, b + 1, code, extra)
+    return tuple(offsets)
 
 
 def open_scene(uri: str, band_names: Sequence[str] | None = None, *, need_crs: bool = True) -> SceneInfo:
@@ -108,9 +202,10 @@ def open_scene(uri: str, band_names: Sequence[str] | None = None, *, need_crs: b
         SceneReadError: missing file or not a raster.
         InputError: not a GeoTIFF, no CRS, rotated grid, unsupported dtype, mixed dtypes.
     """
-    with _open(uri) as ds:
-        if ds.driver not in ("GTiff", "COG"):
-            raise InputError(f"{uri}: is a {ds.driver} raster, not a GeoTIFF; convert it with `gdal_translate -of GTiff`")
+    with open_dataset(uri) as ds:
+        if ds.driver not in READ_DRIVERS:
+            raise InputError(f"{uri}: is a {ds.driver} raster, not a GeoTIFF, JPEG2000 or VRT; convert it with "
+                             "`gdal_translate -of GTiff`")
         if need_crs and ds.crs is None:
             raise InputError(
                 f"{uri}: has no CRS, so its pixels cannot be placed on the map; "
@@ -160,6 +255,8 @@ def open_scene(uri: str, band_names: Sequence[str] | None = None, *, need_crs: b
             driver=ds.driver,
             block_shape=tuple(ds.block_shapes[0]),  # type: ignore[arg-type]
             descriptions=descs,
+            scales=tuple(float(v) for v in ds.scales),
+            offsets=file_offsets(ds, uri),
         )
 
 
@@ -169,32 +266,43 @@ class SceneReader:
     Use as a context manager or call :meth:`close`. Safe to pickle (reopens lazily).
     """
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, indexes: Sequence[int] | None = None, nodata: float | None | str = "file"):
+        """``indexes``: 1-based bands read by default (None: all); ``nodata``: ``"file"`` (the
+        file's mask), None (every finite pixel valid) or a value (masked where all bands hold it)."""
         self.uri = uri
+        self.indexes = list(indexes) if indexes else None
+        self.nodata = nodata
         self._local = threading.local()
         self._all: list[tuple[int, Any]] = []  # (opening thread, dataset)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {"uri": self.uri}
+        return {"uri": self.uri, "indexes": self.indexes, "nodata": self.nodata}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["uri"])  # type: ignore[misc]
+        self.__init__(state["uri"], state.get("indexes"), state.get("nodata", "file"))  # type: ignore[misc]
+
+    @classmethod
+    def of(cls, info: SceneInfo) -> SceneReader:
+        """The reader of a single-file scene: its band selection and nodata setting."""
+        nodata = {"file": "file", "none": None}.get(info.nodata_source, info.nodata)
+        return cls(info.uri, info.read_indexes, nodata)
 
     def _ds(self) -> rasterio.io.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds = _open(self.uri)
+            ds = open_dataset(self.uri)
             self._local.ds = ds
             with self._lock:
                 self._all.append((threading.get_ident(), ds))
         return ds
 
-    @staticmethod
-    def _mask_mode(ds: rasterio.io.DatasetReader) -> str:
+    def _mask_mode(self, ds: rasterio.io.DatasetReader) -> str:
         """How the dataset mask can be had: ``"all_valid"``, ``"nodata"`` (numpy) or ``"gdal"``."""
         from rasterio.enums import MaskFlags
 
+        if self.nodata != "file":
+            return "all_valid" if self.nodata is None else "nodata"
         flags = ds.mask_flag_enums
         if all(f == [MaskFlags.all_valid] for f in flags):
             return "all_valid"
@@ -207,21 +315,23 @@ class SceneReader:
 
         A pixel is valid when the dataset mask marks it valid (nodata value, mask or alpha band)
         and every band value is finite. With a nodata value (GDAL's rule: a pixel is masked only
-        when *all* bands hold it) or no mask at all, the mask is computed from the data already
-        read instead of a second pass through GDAL.
+        when *all* bands hold it, here all bands read) or no mask at all, the mask is computed
+        from the data already read instead of a second pass through GDAL. ``bands`` (1-based)
+        defaults to the reader's ``indexes``; only those bands are read.
         """
         ds = self._ds()
         rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
-        idx = list(bands) if bands is not None else None
+        idx = list(bands) if bands is not None else self.indexes
         mode = getattr(self._local, "mask_mode", None)
         if mode is None:
             mode = self._local.mask_mode = self._mask_mode(ds)
         try:
-            data = ds.read(indexes=idx, window=rw)
+            with gdal_env():
+                data = ds.read(indexes=idx, window=rw)
             if mode == "all_valid":
                 valid = np.ones(data.shape[1:], dtype=bool)
-            elif mode == "nodata" and idx is None:
-                nd = ds.nodata
+            elif mode == "nodata":
+                nd = ds.nodata if self.nodata == "file" else self.nodata
                 if np.isnan(nd):
                     valid = np.ones(data.shape[1:], dtype=bool)  # NaN is caught by the finite test below
                 elif float(nd_val := np.asarray(nd).astype(data.dtype)) != float(nd):
@@ -231,7 +341,8 @@ class SceneReader:
                     for b in range(1, data.shape[0]):
                         valid |= data[b] != nd_val
             else:
-                valid = ds.dataset_mask(window=rw) > 0
+                with gdal_env():
+                    valid = ds.dataset_mask(window=rw) > 0
         except RasterioIOError as e:
             raise SceneReadError(f"{self.uri}: read failed at window {win} ({' '.join(str(e).split())})") from e
         if data.dtype.kind == "f":
@@ -257,9 +368,18 @@ class SceneReader:
         ds = self._ds()
         r0, c0, h, w = src_window
         rw = RioWindow(c0, r0, w, h)
+        idx = self.indexes or list(range(1, ds.count + 1))
         try:
-            data = ds.read(window=rw, out_shape=(ds.count, *out_shape), resampling=Resampling[resampling])
-            valid = ds.dataset_mask(window=rw, out_shape=out_shape, resampling=Resampling.nearest) > 0
+            with gdal_env():
+                data = ds.read(indexes=idx, window=rw, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
+                if self.nodata == "file":
+                    valid = ds.dataset_mask(window=rw, out_shape=out_shape, resampling=Resampling.nearest) > 0
+                elif self.nodata is None:
+                    valid = np.ones(out_shape, dtype=bool)
+                else:  # a given nodata value: where the nearest source pixel holds it in every band
+                    near = ds.read(indexes=idx, window=rw, out_shape=(len(idx), *out_shape),
+                                   resampling=Resampling.nearest)
+                    valid = ~np.all(near == np.asarray(self.nodata).astype(near.dtype), axis=0)
         except RasterioIOError as e:
             raise SceneReadError(f"{self.uri}: read failed at window {src_window} ({' '.join(str(e).split())})") from e
         if data.dtype.kind == "f":
@@ -271,8 +391,9 @@ class SceneReader:
         from rasterio.enums import Resampling
 
         ds = self._ds()
-        idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
-        return ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
+        idx = list(bands) if bands is not None else (self.indexes or list(range(1, ds.count + 1)))
+        with gdal_env():
+            return ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
 
     def close_thread(self) -> None:
         """Close the dataset the calling thread opened (files opened through fsspec must be closed
@@ -306,177 +427,6 @@ class SceneReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------------
-# band stacks: several files (e.g. one per Sentinel-2 band) read as one scene
-# --------------------------------------------------------------------------------------------
-_ALIGN_TOL_PX = 0.01  # extents may differ by at most this fraction of a pixel of the finest grid
-
-
-def _crs_name(wkt: str) -> str:
-    from pyproj import CRS
-
-    try:
-        crs = CRS.from_user_input(wkt)
-        epsg = crs.to_epsg()
-        return f"EPSG:{epsg}" if epsg else crs.name
-    except Exception:  # noqa: BLE001
-        return "an unparsable CRS"
-
-
-def open_stack(uris: Sequence[str], band_names: Sequence[str] | None = None) -> SceneInfo:
-    """Open several GeoTIFFs as one scene whose bands are the files' bands, in the given order.
-
-    The files must share a CRS and cover the same extent; they may differ in resolution
-    (Sentinel-2's 20 m bands beside its 10 m bands): the scene takes the grid of the finest
-    file (smallest pixel area; the first such file), and coarser files are resampled onto it when
-    read (:class:`StackReader`). Band names default to the file stems (``B02``…), with
-    ``_<description or bN>`` appended for the bands of multi-band files.
-
-    Args:
-        uris: paths or fsspec URLs, one or more bands each, all of one data type.
-        band_names: one name per band of the stack.
-
-    Raises:
-        SceneReadError / InputError: as :func:`open_scene`, naming the offending file; also
-            different data types.
-        GridMismatchError: a file with another CRS, or whose extent does not line up.
-    """
-    if not uris:
-        raise InputError("no scene files were given; pass a GeoTIFF or a list of single-band GeoTIFFs")
-    infos = [open_scene(u) for u in uris]
-    ref = min(infos, key=lambda i: (i.grid.res[0] * i.grid.res[1], infos.index(i)))
-    ry, rx = ref.grid.res
-    for info in infos:
-        if info.dtype != infos[0].dtype:
-            raise InputError(
-                f"{info.uri}: data type {info.dtype} differs from {infos[0].uri}'s {infos[0].dtype}; "
-                "all files of a band stack need one data type (convert with `gdal_translate -ot`)"
-            )
-        if not crs_equal(info.grid.crs_wkt, ref.grid.crs_wkt):
-            raise GridMismatchError(
-                f"{info.uri}: its CRS ({_crs_name(info.grid.crs_wkt)}) differs from {ref.uri}'s "
-                f"({_crs_name(ref.grid.crs_wkt)}); all files of a band stack must share one CRS. "
-                f"Reproject it first, e.g. `gdalwarp -t_srs <CRS of {ref.uri}> -tr {rx} {ry}`"
-            )
-        b, rb = info.grid.bounds, ref.grid.bounds
-        off_px = max(abs(b[0] - rb[0]) / rx, abs(b[2] - rb[2]) / rx, abs(b[1] - rb[1]) / ry, abs(b[3] - rb[3]) / ry)
-        if off_px > _ALIGN_TOL_PX:
-            raise GridMismatchError(
-                f"{info.uri}: its extent {tuple(round(v, 6) for v in b)} does not line up with {ref.uri}'s "
-                f"{tuple(round(v, 6) for v in rb)} (off by {off_px:.3g} pixels of the {rx:g} grid); files of a "
-                f"band stack must cover the same extent. Cut it with `gdalwarp -te {rb[0]} {rb[1]} {rb[2]} {rb[3]}`"
-            )
-    names: list[str] = []
-    for info in infos:
-        stem = PurePosixPath(str(info.uri).rstrip("/")).stem
-        if info.count == 1:
-            names.append(stem)
-        else:
-            names.extend(f"{stem}_{d if d else f'b{i + 1}'}" for i, d in enumerate(info.descriptions))
-    if len(set(names)) != len(names):
-        names = [f"b{i + 1}" for i in range(len(names))]
-    if band_names is not None:
-        if len(band_names) != len(names):
-            raise InputError(
-                f"{infos[0].uri} (+{len(infos) - 1} more files): the stack has {len(names)} bands but "
-                f"{len(band_names)} band names were given: {list(band_names)}"
-            )
-        names = list(band_names)
-    nodatas = {("nan" if n is not None and np.isnan(n) else n) for n in (i.nodata for i in infos)}
-    nodata = infos[0].nodata if len(nodatas) == 1 else None
-    kinds = {i.mask_kind for i in infos}
-    return SceneInfo(
-        uri=infos[0].uri,
-        grid=ref.grid,
-        count=sum(i.count for i in infos),
-        dtype=infos[0].dtype,
-        nodata=nodata,
-        band_names=tuple(names),
-        mask_kind=kinds.pop() if len(kinds) == 1 else "mixed",
-        is_geographic=ref.is_geographic,
-        driver=ref.driver,
-        block_shape=ref.block_shape,
-        descriptions=tuple(d for i in infos for d in i.descriptions),
-        members=tuple(infos),
-    )
-
-
-class StackReader:
-    """Windowed reader of a band stack (:func:`open_stack`) on the grid of its finest file.
-
-    Files on that grid are read as they are; the others are read through a fractional source
-    window resampled onto the window's pixels (GDAL, ``resampling``; bilinear suits
-    reflectance), window by window, so the result does not depend on the window layout.
-    Thread-safe and picklable like :class:`SceneReader`.
-    """
-
-    def __init__(self, info: SceneInfo, resampling: str = "bilinear"):
-        from rasterio.enums import Resampling
-
-        if resampling not in Resampling.__members__:
-            raise InputError(f"resampling={resampling!r} is not a GDAL resampling; use one of "
-                             f"{', '.join(m for m in Resampling.__members__ if not m.startswith('_'))}")
-        self.info = info
-        self.resampling = resampling
-        self._readers = [SceneReader(m.uri) for m in (info.members or (info,))]
-        self._maps = [self._mapping(m.grid, info.grid) for m in (info.members or (info,))]
-
-    @staticmethod
-    def _mapping(g: Grid, ref: Grid) -> tuple[float, float, float, float, int, int] | None:
-        """``(row0, col0, row_scale, col_scale, height, width)``: file pixel = offset + scale * scene
-        pixel, and the file's size; None when the file is on the scene grid."""
-        a, _, c, _, e, f = g.transform
-        ra, _, rc, _, re, rf = ref.transform
-        row0, col0 = (rf - f) / e, (rc - c) / a
-        sy, sx = re / e, ra / a
-        if (g.height, g.width) == (ref.height, ref.width) and abs(row0) < 1e-6 and abs(col0) < 1e-6 \
-                and abs(sy - 1) < 1e-9 and abs(sx - 1) < 1e-9:
-            return None
-        return (row0, col0, sy, sx, g.height, g.width)
-
-    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``win`` of the scene grid: ``(data (bands, h, w), valid (h, w) bool)``; valid in every file."""
-        parts = []
-        valid = None
-        for reader, mp in zip(self._readers, self._maps, strict=True):
-            if mp is None:
-                d, v = reader.read(win)
-            else:
-                row0, col0, sy, sx, fh, fw = mp
-                r0, c0 = max(0.0, row0 + sy * win.row_off), max(0.0, col0 + sx * win.col_off)
-                r1 = min(float(fh), row0 + sy * (win.row_off + win.height))  # extents agree to 1 % of a
-                c1 = min(float(fw), col0 + sx * (win.col_off + win.width))  # pixel: clamp the rounding
-                d, v = reader.read_onto((r0, c0, r1 - r0, c1 - c0), (win.height, win.width), self.resampling)
-            parts.append(d)
-            valid = v if valid is None else (valid & v)
-        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        assert valid is not None
-        return data, valid
-
-    def close_thread(self) -> None:
-        """Close the calling thread's datasets (see :meth:`SceneReader.close_thread`)."""
-        for r in self._readers:
-            r.close_thread()
-
-    def close(self) -> None:
-        """Close every dataset."""
-        for r in self._readers:
-            r.close()
-
-    def __enter__(self) -> StackReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def sha256_of(uri: str, block_bytes: int = 8 << 20) -> str:
-    """Streaming sha256 of a file (path or URL), hex."""
-    from unetgeo.io.uri import sha256_of as _sha
-
-    return str(_sha(uri, block_bytes=block_bytes))
 
 
 def geotiff_profile(
@@ -562,7 +512,7 @@ class RasterWriter(PublishOnExit):
             self.tmp = os.path.join(self._tmpdir, os.path.basename(self.uri) + ".tmp")
         else:
             self._tmpdir = None
-            self.tmp = self.uri + ".tmp"
+            self.tmp = U.tmp_name(self.uri)  # unique: two writers of one file never share it
             U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         profile = geotiff_profile(grid, count, dtype, nodata, block_px=block_px, compress=compress,
                                   predictor=predictor, bigtiff=bigtiff)
