@@ -159,7 +159,7 @@ def test_tiled_prediction_has_no_seams(tmp_path: Path) -> None:
 
 def test_band_mismatch_is_refused_naming_both_lists(tmp_path: Path) -> None:
     scene = _scene(tmp_path / "s.tif", 64)
-    model_dir = _bundle(tmp_path / "model", bands=["b02", "b03", "b04", "b08", "b11"])
+    model_dir = _bundle(tmp_path / "model", bands=["b02", "b03", "b04", "b08", "b12"])  # b12 = swir2, not swir
     tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
     with pytest.raises(BandMismatchError, match=r"\['blue', 'green', 'red', 'nir', 'swir'\].*\['b02', 'b03'"):
         predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "probs.zarr"))

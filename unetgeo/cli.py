@@ -244,8 +244,11 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 def _cmd_tile(a: argparse.Namespace, progress: bool) -> int:
     from unetgeo.bands import ReadOptions, parse_bands
-    from unetgeo.tiling import make_tiles
+    from unetgeo.io.scene import check_tail
+    from unetgeo.tiling import make_tiles, scene_sources
 
+    for src in scene_sources(a.scene[0] if len(a.scene) == 1 else a.scene):
+        check_tail(src)  # a truncated file is refused before any store exists
     names = parse_bands(a.band_names)
     bands = parse_bands(a.bands)
     read = ReadOptions(bands=tuple(bands) if bands else None, sensor=a.sensor, nodata=a.nodata,

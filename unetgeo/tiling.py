@@ -37,7 +37,6 @@ from unetgeo.grid import Grid, Window, iter_tile_windows, n_tiles
 from unetgeo.guard import BandStatsAccumulator, InOrder, chunk_stats
 from unetgeo.io import uri as U
 from unetgeo.io.files import is_file
-from unetgeo.io.scene import check_tail
 from unetgeo.io.store import ChunkedStoreWriter, open_store, peek_attrs, read_window
 from unetgeo.parallel import executor, map_bounded
 from unetgeo.progress import progress_bar
@@ -294,8 +293,6 @@ def make_tiles(
     sources = scene_sources(scene_uri)
     if is_file(out_uri):
         raise InputError(f"{out_uri}: the output store is a file; give a folder path such as run/tiles.zarr")
-    for src in sources:
-        check_tail(src)
     if tile_px <= 0:
         raise InputError(f"tile_px={tile_px} must be a positive number of pixels; use 512")
     # The content sha256 is recorded in the attributes. It is computed on its own thread from
