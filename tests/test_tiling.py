@@ -299,7 +299,6 @@ def _cached_scenes() -> list:
     return [list(k[0]) for k in tiling._READERS]
 
 
-@pytest.mark.xfail(strict=False, reason="the undeclared-nodata detection (issue 10) makes one decimated read of the scene in the driver; to be moved onto a worker")
 def test_tiles_through_a_dask_scheduler_with_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`dask_address`: worker processes read, write and mark the chunks; a rerun resumes from their markers."""
     distributed = pytest.importorskip("distributed")

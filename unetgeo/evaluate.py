@@ -316,22 +316,18 @@ def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, cla
     _score_stores(pr.probs_uri, lab_uri, tr.valid_uri, cm)
 
 
-def _stem(uri: str) -> str:
-    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
 def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress, tile_px) -> int:
     from unetgeo.errors import LabelError
     from unetgeo.grid import Grid, iter_tile_windows
     from unetgeo.infer import predict_tiles
     from unetgeo.io.files import list_files, mtime_ns
     from unetgeo.io.labels import read_pair
+    from unetgeo.io.naming import stem
     from unetgeo.io.store import ChunkedStoreWriter
     from unetgeo.io.uri import join, remove
 
     classes = meta.raw.get("classes", [])
-    mask_by_stem = {_stem(p): p for p in list_files(masks)}
+    mask_by_stem = {stem(p): p for p in list_files(masks)}
     imgs = list_files(images)
     if not imgs:
         raise LabelError(f"{images}: no image files found (give --images a folder of images)")
@@ -342,7 +338,7 @@ def _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, pro
     ignore_rgb = [tuple(c) for c in pairs_cfg.get("ignore_rgb", [])]
     n = 0
     for img in imgs:
-        mask = mask_by_stem.get(_stem(img))
+        mask = mask_by_stem.get(stem(img))
         if mask is None:
             raise LabelError(f"{img}: no mask with the same name in {masks}")
         arr, lab = read_pair(str(img), str(mask), class_rgb, ignore_rgb, len(meta.in_bands))

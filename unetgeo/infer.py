@@ -531,7 +531,7 @@ def predict_windows(
     # of 4), so the concatenated variants are fed in micro-batches of batch_size there.
     n_var = len(_variants(spec.flips, spec.d4))
     max_batch = spec.max_forward_batch or (batch_size * n_var if cuda else batch_size)
-    items = _prefetch(tiles, valid, halos, meta, depth=2 * batch_size, n_threads=read_threads(dev.type))
+    items = _prefetch(tiles, valid, halos, meta, depth=batch_size, n_threads=read_threads(dev.type))
     with torch.inference_mode():
         for batch in _batches(items, batch_size):
             if cuda:

@@ -56,9 +56,9 @@ class InboxScene:
 
 def scene_id(uri: str) -> str:
     """``<stem>-<8 hex of sha256(uri)>``: unique per location, readable in a folder listing."""
-    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    return f"{stem}-{hashlib.sha256(str(uri).encode()).hexdigest()[:8]}"
+    from unetgeo.io.naming import stem
+
+    return f"{stem(uri)}-{hashlib.sha256(str(uri).encode()).hexdigest()[:8]}"
 
 
 def _now() -> str:

@@ -59,23 +59,28 @@ class Executor:
         return set(done), set(not_done)
 
     def on_each_thread(self, fn: Callable[[], None], timeout_s: float = 60.0) -> None:
-        """Run ``fn()`` once in every thread of a local pool (no-op for a Dask cluster).
+        """Run ``fn()`` once in every thread of a local pool (no-op for a Dask cluster); see
+        :func:`run_on_each_thread`."""
+        if self.kind == "threads":
+            run_on_each_thread(self._pool, self.n_threads, fn, timeout_s)
 
-        For per-thread resources such as open datasets, which must be closed by their thread.
-        A barrier holds each call until all threads have one, so no thread runs two.
-        """
-        if self.kind != "threads":
-            return
-        barrier = threading.Barrier(self.n_threads)
 
-        def task() -> None:
-            try:
-                fn()
-            finally:
-                barrier.wait(timeout_s)
+def run_on_each_thread(pool: Any, n_threads: int, fn: Callable[[], None], timeout_s: float = 60.0) -> None:
+    """Run ``fn()`` once in every thread of the ``n_threads``-thread ``pool`` (a ThreadPoolExecutor).
 
-        for f in [self._pool.submit(task) for _ in range(self.n_threads)]:
-            f.result()
+    For per-thread resources such as open datasets, which must be closed by their thread.
+    A barrier holds each call until all threads have one, so no thread runs two.
+    """
+    barrier = threading.Barrier(n_threads)
+
+    def task() -> None:
+        try:
+            fn()
+        finally:
+            barrier.wait(timeout_s)
+
+    for f in [pool.submit(task) for _ in range(n_threads)]:
+        f.result()
 
 
 def local_threads() -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from unetgeo.config import Config, FloodSpec, build_config
+from unetgeo.config import OPTIONS, Config, FloodSpec, build_config
 from unetgeo.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _check_on_grid(uri: str, info: Any, what: str, scene_name: str) -> Any:
 
 def _check_reference(run: SceneRun, info: Any, meta: Any) -> tuple[str | None, list[str] | None]:
     """``(kind, class names)`` of the reference: ``scene`` (multi-band), ``classes`` or ``mask``."""
-    from unetgeo.io.cog import read_tags
+    from unetgeo.io.cog import read_class_info
     from unetgeo.model import check_bands
 
     if not run.reference:
@@ -167,22 +167,8 @@ def _check_reference(run: SceneRun, info: Any, meta: Any) -> tuple[str | None, l
     if ref.count > 1:
         check_bands(meta, list(ref.band_names), run.reference)
         return "scene", None
-    names = class_names_tag(read_tags(run.reference).get("class_names"))
+    names, _ = read_class_info(run.reference)
     return ("classes", names) if names else ("mask", None)
-
-
-def class_names_tag(value: str | None) -> list[str] | None:
-    """Class names from a raster's ``class_names`` tag: a JSON list (unetgeo class rasters) or
-    comma-separated names (label rasters); None when absent or empty."""
-    import json
-
-    if not value or not value.strip():
-        return None
-    try:
-        names = json.loads(value)
-    except ValueError:
-        names = [n.strip() for n in value.split(",")]
-    return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
 def _water_id(run: SceneRun, meta: Any, kind: str | None, ref_names: list[str] | None) -> int:
@@ -324,19 +310,13 @@ def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
 def run_record(run: SceneRun, now: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What summary.json records of the run's options and of the values the stages used."""
     rec: dict[str, Any] = {"config_source": run.config_source, "given": dict(run.options),
-                           "effective": {k: _lookup(run.config, s, f) for k, (s, f) in _options().items()}}
+                           "effective": {k: _lookup(run.config, s, f) for k, (s, f) in OPTIONS.items()}}
     if now:
         t, p = now["tile"], now["predict"]
         rec["stages"] = {"tile": {"tile_px": _chunk_px(t.tiles_uri), "n_chunks": t.n_chunks},
                          "predict": {"device": p.device, "megapixels": p.megapixels,
                                      **{k: getattr(p, k) for k in ("batch_size", "workers") if hasattr(p, k)}}}
     return rec
-
-
-def _options() -> dict[str, tuple[str, str]]:
-    from unetgeo.config import OPTIONS
-
-    return OPTIONS
 
 
 def _lookup(cfg: Config, section: str, field_name: str) -> Any:

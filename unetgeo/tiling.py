@@ -203,7 +203,14 @@ def detect_fill(info: SceneInfo, resampling: str) -> tuple[float | None, float]:
     g = info.grid
     f = max(1, -(-max(g.height, g.width) // _DETECT_MAX_PX))
     shape = (max(1, g.height // f), max(1, g.width // f))
-    return fill_from_decimated(_reader(info, resampling).read_resampled(shape, resampling="nearest"), info.dtype)
+    from unetgeo.io.scene import SceneReader
+    from unetgeo.io.stack import StackReader
+
+    # A reader of its own, closed at once: the per-process reader cache serves the chunk tasks
+    # (on a Dask cluster they run in the workers, and this process keeps no scene open).
+    with StackReader(info, resampling) if info.members else SceneReader.of(info) as r:
+        dec = r.read_resampled(shape, resampling="nearest")
+    return fill_from_decimated(dec, info.dtype)
 
 
 class _Hasher(threading.Thread):

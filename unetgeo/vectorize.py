@@ -41,9 +41,11 @@ from unetgeo.area import AreaModel
 from unetgeo.errors import InputError
 from unetgeo.grid import Grid, Window, align_up, same_grid
 from unetgeo.io.cog import read_class_info, read_tags
+from unetgeo.io.naming import stem
 from unetgeo.io.scene import SceneInfo, SceneReader, crs_equal, open_scene
 from unetgeo.io.vector import PolygonWriter, polygonize_labels
 from unetgeo.merge import BlockEdges, BorderMerge, PolygonBatch
+from unetgeo.parallel import run_on_each_thread
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,12 @@ class _Job:
     keep: np.ndarray | None
     height: int
     width: int
+
+    def close_thread(self) -> None:
+        """Close the datasets the calling thread opened."""
+        self.cr.close_thread()
+        if self.fr is not None:
+            self.fr.close_thread()
 
 
 def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
@@ -297,11 +305,6 @@ def _blocks(height: int, width: int, step_y: int, step_x: int) -> Iterator[tuple
             yield c == 0, Window(r, c, min(step_y, height - r), min(step_x, width - c))
 
 
-def _stem(uri: str) -> str:
-    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0]
-
-
 def _sibling(out_uri: str, ext: str) -> str:
     base = out_uri[: -len(".gpkg")] if out_uri.lower().endswith(".gpkg") else out_uri
     return base + ext
@@ -335,7 +338,7 @@ def _attributes(classes_uri: str, class_names: Sequence[str] | None, scene_id: s
         class_names, _ = read_class_info(classes_uri)
     names = {i: str(n) for i, n in enumerate(class_names or [])}
     tags = read_tags(classes_uri)
-    meta = {"scene_id": str(scene_id if scene_id is not None else tags.get("scene_id") or _stem(classes_uri)),
+    meta = {"scene_id": str(scene_id if scene_id is not None else tags.get("scene_id") or stem(classes_uri)),
             "model_id": str(model_id if model_id is not None else tags.get("model_id", "")),
             "acquired": _acquired(acquired if acquired is not None else tags.get("acquired"), classes_uri),
             "created": datetime.now(UTC)}
@@ -387,6 +390,8 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
             for _, f in inflight:
                 f.cancel()
             raise
+        finally:  # datasets opened through fsspec must be closed by the thread that opened them
+            run_on_each_thread(pool, n_threads, job.close_thread)
     sink.add(merge.finish_row())
     merge.close()
     return n_blocks

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -30,11 +29,10 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import Window as RioWindow
 
-from unetgeo.grid import Grid, Window
+from unetgeo.grid import Grid
 from unetgeo.io import uri as U
-from unetgeo.io.scene import gdal_env, geotiff_profile, open_dataset
+from unetgeo.io.scene import WindowWriter, gdal_env, geotiff_profile, open_dataset
 from unetgeo.io.uri import PublishOnExit
 
 log = logging.getLogger(__name__)
@@ -75,7 +73,7 @@ def hex_to_rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
     return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha)
 
 
-class CogWriter(PublishOnExit):
+class CogWriter(WindowWriter, PublishOnExit):
     """Write a raster window by window and publish it as a COG with internal overviews.
 
     Args:
@@ -138,32 +136,13 @@ class CogWriter(PublishOnExit):
         self.tmp = base + ".tmp"
         # the staging file is read once: fast compression
         profile = geotiff_profile(grid, count, dtype, nodata, block_px=stage_block_px, predictor=predictor, zlevel=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(self.stage, "w", **profile)
-        if band_names:
-            for i, n in enumerate(band_names, start=1):
-                self._ds.set_band_description(i, str(n))
-        if colormap:
-            self._ds.write_colormap(1, colormap)
-        if tags:
-            self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
-        if scales is not None:
-            self._ds.scales = tuple(float(s) for s in scales)
-        self._lock = threading.Lock()
+        self._open_for_write(self.stage, profile, band_names=band_names, colormap=colormap, tags=tags, scales=scales)
         self._closed = False
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` or :meth:`abort` ran."""
         return self._closed
-
-    def write(self, win: Window, data: np.ndarray) -> None:
-        """Write ``data`` (``(bands, h, w)``, or ``(h, w)`` for one band) at ``win``. Thread-safe."""
-        arr = data if data.ndim == 3 else data[None]
-        rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
-        with self._lock:
-            self._ds.write(arr, window=rw)
 
     def close(self) -> str:
         """Build overviews, convert to COG, publish under the final URI; returns it."""
@@ -304,6 +283,18 @@ def read_tags(uri: str) -> dict[str, str]:
         return dict(ds.tags())
 
 
+def parse_class_names(value: str | None) -> list[str] | None:
+    """Class names from a ``class_names`` tag: a JSON list (unetgeo class rasters) or
+    comma-separated names (label rasters); None when absent or empty."""
+    if not value or not value.strip():
+        return None
+    try:
+        names = json.loads(value)
+    except ValueError:
+        names = [n.strip() for n in value.split(",")]
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
 def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
     """``(class_names, class_colors)`` stored on a class raster by unetgeo (None when absent).
 
@@ -311,7 +302,7 @@ def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
     """
     with open_dataset(uri) as ds:
         tags = ds.tags()
-        names = json.loads(tags[TAG_CLASS_NAMES]) if TAG_CLASS_NAMES in tags else None
+        names = parse_class_names(tags.get(TAG_CLASS_NAMES))
         colors = json.loads(tags[TAG_CLASS_COLORS]) if TAG_CLASS_COLORS in tags else None
         if colors is None and names is not None:
             try:

@@ -464,7 +464,38 @@ def geotiff_profile(
     return profile
 
 
-class RasterWriter(PublishOnExit):
+class WindowWriter:
+    """A GeoTIFF open for writing window by window, from any thread (the base of the raster writers)."""
+
+    _ds: Any
+    _lock: threading.Lock
+
+    def _open_for_write(self, path: str, profile: dict[str, Any], *, band_names: Sequence[str] | None = None,
+                        colormap: dict[int, tuple[int, ...]] | None = None, tags: dict[str, Any] | None = None,
+                        scales: Sequence[float] | None = None) -> None:
+        """Create ``path`` with ``profile`` and its band descriptions, colour table, tags and scales."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._ds = rasterio.open(path, "w", **profile)
+        for i, n in enumerate(band_names or (), start=1):
+            self._ds.set_band_description(i, str(n))
+        if colormap:
+            self._ds.write_colormap(1, colormap)
+        if tags:
+            self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
+        if scales is not None:
+            self._ds.scales = tuple(float(v) for v in scales)
+        self._lock = threading.Lock()
+
+    def write(self, win: Window, data: np.ndarray) -> None:
+        """Write ``data`` (``(bands, h, w)`` or ``(h, w)`` for one band) at ``win``. Thread-safe."""
+        arr = data if data.ndim == 3 else data[None]
+        rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
+        with self._lock:
+            self._ds.write(arr, window=rw)
+
+
+class RasterWriter(WindowWriter, PublishOnExit):
     """Write a tiled GeoTIFF window by window to ``URI.tmp``; :meth:`close` publishes it.
 
     Local paths only need ``rasterio``; for URLs the file is built in a local temp folder and
@@ -516,24 +547,7 @@ class RasterWriter(PublishOnExit):
             U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         profile = geotiff_profile(grid, count, dtype, nodata, block_px=block_px, compress=compress,
                                   predictor=predictor, bigtiff=bigtiff)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(self.tmp, "w", **profile)
-        if band_names:
-            for i, n in enumerate(band_names, start=1):
-                self._ds.set_band_description(i, n)
-        if colormap:
-            self._ds.write_colormap(1, colormap)
-        if tags:
-            self._ds.update_tags(**tags)
-        self._lock = threading.Lock()
-
-    def write(self, win: Window, data: np.ndarray) -> None:
-        """Write ``data`` (``(bands, h, w)`` or ``(h, w)`` for one band) at ``win``. Thread-safe."""
-        arr = data if data.ndim == 3 else data[None]
-        rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
-        with self._lock:
-            self._ds.write(arr, window=rw)
+        self._open_for_write(self.tmp, profile, band_names=band_names, colormap=colormap, tags=tags)
 
     @property
     def dataset(self) -> Any:

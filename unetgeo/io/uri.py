@@ -39,6 +39,12 @@ def open_file(uri: str, mode: str = "rb") -> IO[Any]:
     if not is_url(uri):
         return open(local_path(uri), mode)  # noqa: SIM115
     fs, path = fs_for(uri)
+    if mode == "rb" and "memory" in fs.protocol:
+        # fsspec's memory filesystem hands every reader the same file object (one shared seek
+        # position), which breaks concurrent block reads; object stores give each open its own.
+        import io
+
+        return io.BytesIO(fs.cat_file(path))
     return fs.open(path, mode)
 
 
