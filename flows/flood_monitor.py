@@ -53,7 +53,8 @@ def flood_monitor(inbox: str, reference: str, model: str, out_root: str, config:
             ref = monitor.reference_classes(reference, model, out_root, config=config, runner=prefect_runner, **opts)
         for scene in todo[:max_scenes]:
             row = monitor.append_history(out_root, monitor.process_scene(
-                scene, reference=ref, model=model, out_root=out_root, config=config, runner=prefect_runner, **opts))
+                scene, reference=ref, reference_source=reference, model=model, out_root=out_root, config=config,
+                runner=prefect_runner, **opts))
             rows.append(row)
             reason = monitor.alert_reason(row, flooded_over_km2=alert_flooded_km2, growth_over_km2=alert_growth_km2)
             if reason:

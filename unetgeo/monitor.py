@@ -136,25 +136,43 @@ def reference_classes(reference: str, model: str, out_root: str, *, config: str 
                       runner: Any = None, **options: Any) -> str:
     """The reference as a class raster or mask: a multi-band scene is classified once per
     (content sha256, model id, config hash) into ``out_root/reference-<key>/``; other rasters as they are."""
+    from dataclasses import replace
+
     from unetgeo.io.scene import open_scene
-    from unetgeo.io.uri import exists, join, sha256_of
+    from unetgeo.io.uri import exists, join
     from unetgeo.model import check_bundle
     from unetgeo.pipeline import make_run, predict_scene, run_inline
 
     if open_scene(reference).count <= 1:
         return reference
-    run0 = make_run(reference, model, out_root, config=config, **options)
-    key = hashlib.sha256("|".join([sha256_of(reference) or "", check_bundle(model).model_id,
-                                   run0.config.config_hash()]).encode()).hexdigest()[:12]
+    run = make_run(reference, model, out_root, config=config, **options)
+    key = hashlib.sha256("|".join([content_sha256(reference, out_root), check_bundle(model).model_id,
+                                   run.config.config_hash()]).encode()).hexdigest()[:12]
     ref_dir = join(out_root, f"reference-{key}")
     if not exists(join(ref_dir, "classes.tif")):
-        run = make_run(reference, model, ref_dir, config=config, **options)
-        predict_scene(run, runner=runner or run_inline)
+        predict_scene(replace(run, out=ref_dir), runner=runner or run_inline)
     return join(ref_dir, "classes.tif")
 
 
+def content_sha256(uri: str, out_root: str) -> str:
+    """sha256 of a file, remembered in ``out_root/hashes.json`` by its fingerprint (size, mtime or
+    ETag): a scheduled run reads a large reference only when it has changed."""
+    from unetgeo.io.files import is_file, read_text
+    from unetgeo.io.uri import fingerprint, join, sha256_of, write_atomic
+
+    book_uri = join(out_root, "hashes.json")
+    book = json.loads(read_text(book_uri)) if is_file(book_uri) else {}
+    fp = json.dumps(fingerprint(uri), sort_keys=True)
+    known = book.get(str(uri)) or {}
+    if known.get("fingerprint") != fp:
+        known = {"fingerprint": fp, "sha256": sha256_of(uri) or ""}
+        book[str(uri)] = known
+        write_atomic(book_uri, json.dumps(book, indent=1))
+    return str(known["sha256"])
+
+
 def process_scene(scene: InboxScene, *, reference: str, model: str, out_root: str, config: str | None = None,
-                  runner: Any = None, **options: Any) -> dict[str, Any]:
+                  runner: Any = None, reference_source: str | None = None, **options: Any) -> dict[str, Any]:
     """Run one inbox scene into ``out_root/<scene id>/``; its history row (status ``ok``/``failed``/``error``).
 
     Bad input (``ValueError`` kinds: unreadable or mismatched rasters, band mismatch) gives a
@@ -167,7 +185,8 @@ def process_scene(scene: InboxScene, *, reference: str, model: str, out_root: st
     row: dict[str, Any] = {"scene_id": scene.scene_id, "acquired": scene.acquired, "uri": scene.uri,
                            "fingerprint": scene.fingerprint}
     try:
-        run = make_run(scene.uri, model, join(out_root, scene.scene_id), reference=reference, config=config, **options)
+        run = make_run(scene.uri, model, join(out_root, scene.scene_id), reference=reference, config=config,
+                       reference_source=reference_source, **options)
         s = run_scene(run, runner=runner or run_inline)
     except (UnetgeoError, OSError, ValueError) as e:
         msg = e.one_line() if isinstance(e, UnetgeoError) else " ".join(str(e).split())
@@ -211,4 +230,4 @@ def history_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
 
 
 __all__ = ["HISTORY_COLUMNS", "InboxScene", "alert_reason", "append_history", "history_markdown", "is_complete",
-           "pending_scenes", "process_scene", "read_history", "reference_classes", "scene_id"]
+           "content_sha256", "pending_scenes", "process_scene", "read_history", "reference_classes", "scene_id"]

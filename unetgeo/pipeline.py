@@ -57,6 +57,8 @@ class SceneRun:
         config_source: the YAML path or name (None: embedded defaults).
         options: the options that were given explicitly (recorded in summary.json).
         write_probs: also write ``probs.tif``.
+        reference_source: the reference as the user gave it, when ``reference`` is a cached
+            classification of it (the flood monitor); recorded in summary.json.
     """
 
     scene: Any
@@ -68,10 +70,12 @@ class SceneRun:
     config_source: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     write_probs: bool = False
+    reference_source: str | None = None
 
 
 def make_run(scene: Any, model: str, out: str, *, reference: str | None = None, truth: str | None = None,
-             config: str | None = None, write_probs: bool = False, **options: Any) -> SceneRun:
+             config: str | None = None, write_probs: bool = False, reference_source: str | None = None,
+             **options: Any) -> SceneRun:
     """A :class:`SceneRun` with its effective configuration built by :func:`build_config`.
 
     Args:
@@ -85,7 +89,8 @@ def make_run(scene: Any, model: str, out: str, *, reference: str | None = None, 
     cfg = build_config(config, options)
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v is not None}
     return SceneRun(scene=scene, model=str(model), out=str(out), reference=reference, truth=truth, config=cfg,
-                    config_source=None if config is None else str(config), options=given, write_probs=write_probs)
+                    config_source=None if config is None else str(config), options=given, write_probs=write_probs,
+                    reference_source=reference_source)
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,8 @@ def _water_id(run: SceneRun, meta: Any, kind: str | None, ref_names: list[str] |
 class _Stages:
     """The stage calls of one run through a runner, timing each into ``timings`` (seconds)."""
 
-    def __init__(self, run: SceneRun, runner: Runner, progress: bool):
-        self.run, self.runner, self.progress = run, runner, progress
+    def __init__(self, run: SceneRun, runner: Runner, progress: bool, meta: Any):
+        self.run, self.runner, self.progress, self.meta = run, runner, progress, meta
         self.timings: dict[str, float] = {}
 
     def call(self, stage: str, label: str, key: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -227,9 +232,8 @@ class _Stages:
     def _guard(self, t: Any, where: str) -> dict[str, Any]:
         """The input guard on the tiles' statistics (warnings; an InputError with ``strict``)."""
         from unetgeo.guard import check_input
-        from unetgeo.model import check_bundle
 
-        spec, meta = self.run.config.input, check_bundle(self.run.model)
+        spec, meta = self.run.config.input, self.meta
         checked = check_input(t.stats, meta.mean, meta.std, list(meta.in_bands), mean_sd=spec.guard_mean_sd,
                               std_ratio=spec.guard_std_ratio, where=where)
         for w in checked["warnings"]:
@@ -250,7 +254,7 @@ def predict_scene(run: SceneRun, *, runner: Runner = run_inline, progress: bool 
     from unetgeo.io.lock import RunLock
 
     plan = plan or validate_run(run)
-    stages = _Stages(run, runner, progress)
+    stages = _Stages(run, runner, progress, plan.meta)
     with RunLock(run.out):
         out = stages.classify(run.scene, run.out)
     return {**out, "timings": stages.timings, "plan": plan}
@@ -270,7 +274,7 @@ def run_scene(run: SceneRun, *, runner: Runner = run_inline, progress: bool = Fa
     from unetgeo.io.lock import RunLock
 
     plan = validate_run(run)
-    stages = _Stages(run, runner, progress)
+    stages = _Stages(run, runner, progress, plan.meta)
     with RunLock(run.out):
         now = stages.classify(run.scene, run.out)
         polys = _vectorize(stages, now["stitch"], plan)
@@ -309,13 +313,14 @@ def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
 
 def run_record(run: SceneRun, now: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What summary.json records of the run's options and of the values the stages used."""
-    rec: dict[str, Any] = {"config_source": run.config_source, "given": dict(run.options),
+    rec: dict[str, Any] = {"config_source": run.config_source, "reference_source": run.reference_source or run.reference,
+                           "given": dict(run.options),
                            "effective": {k: _lookup(run.config, s, f) for k, (s, f) in OPTIONS.items()}}
     if now:
         t, p = now["tile"], now["predict"]
         rec["stages"] = {"tile": {"tile_px": _chunk_px(t.tiles_uri), "n_chunks": t.n_chunks},
-                         "predict": {"device": p.device, "megapixels": p.megapixels,
-                                     **{k: getattr(p, k) for k in ("batch_size", "workers") if hasattr(p, k)}}}
+                         "predict": {"device": p.device, "megapixels": p.megapixels, "batch_size": p.batch_size,
+                                     "workers": p.workers}}
     return rec
 
 

@@ -379,6 +379,8 @@ def test_flood_monitor_processes_new_scenes_once(tmp_path: Path, pair: dict, tin
                                                             (scene_id(str(scene)), "ok")]
     assert "broken.tif" in rows[0]["message"] and float(rows[1]["flooded_km2"]) >= 0.0
     assert len(first["rows"]) == 2 and (out_root / scene_id(str(scene)) / "flood.gpkg").exists()
+    summary = json.loads((out_root / scene_id(str(scene)) / "summary.json").read_text())
+    assert summary["run"]["reference_source"] == str(mask)
     assert second == {"rows": [], "pending": 0}
     assert pending_scenes(str(inbox), str(out_root), stable_s=0) == []
 
