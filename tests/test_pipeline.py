@@ -199,3 +199,30 @@ def test_reference_kinds_and_water_class_are_checked_before_any_work(tmp_path: P
     with pytest.raises(ConfigError, match="flood.water_class='lake' is not a class of model"):
         validate_run(make_run(scene, model, out, reference=pair["pre"].image_uri, config=str(lake)))
     assert not Path(out).exists()
+
+
+@pytest.mark.parametrize("kind", ["all nodata", "all NaN"])
+def test_an_empty_scene_warns_and_gives_empty_outputs(tmp_path: Path, tiny_model: Path, kind: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import pyogrio
+
+    scene = tmp_path / "empty.tif"
+    dtype, nodata, value = ("uint16", 0, 0) if kind == "all nodata" else ("float32", None, np.nan)
+    with rasterio.open(scene, "w", driver="GTiff", height=96, width=96, count=5, dtype=dtype, crs="EPSG:32633",
+                       transform=from_origin(500000, 5000000, 10, 10), nodata=nodata) as ds:
+        ds.write(np.full((5, 96, 96), value, dtype))
+        for i, b in enumerate(["blue", "green", "red", "nir", "swir"], 1):
+            ds.set_band_description(i, b)
+    out = tmp_path / "run"
+    code = main(["run", str(scene), "--model", str(tiny_model), "--out", str(out), "--tile-size", "64",
+                 "--halo", "16", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [ln for ln in err.splitlines() if "no valid pixel" in ln]
+    assert len(warned) == 1 and "empty.tif" in warned[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_check"]["empty"] is True and "no valid pixel" in summary["input_check"]["warnings"][0]
+    with rasterio.open(out / "classes.tif") as ds:
+        assert (ds.read(1) == 255).all()
+    assert sum(len(pyogrio.read_dataframe(out / "polygons.gpkg", layer=str(la)))
+               for la in pyogrio.list_layers(out / "polygons.gpkg")[:, 0]) == 0

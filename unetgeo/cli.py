@@ -145,13 +145,17 @@ def _add_train(sub: Any) -> None:
     tr.add_argument("--resume", action="store_true", help="continue from checkpoint.json + checkpoint.safetensors in the model directory")
 
 
+def _add_scene_model_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scene", help="GeoTIFF path or URL (or a .txt file listing band files to stack)")
+    p.add_argument("--model", required=True, help="model directory (model.safetensors + model.json)")
+    p.add_argument("--out", required=True, help="run directory (created; a second live run into it is refused)")
+
+
 def _add_predict(sub: Any) -> None:
     pr = sub.add_parser("predict", help="scene -> classes.tif + confidence.tif",
                         description="Tile a scene, predict every chunk with a halo (seam-free), fuse test-time "
                         "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.")
-    pr.add_argument("scene", help="GeoTIFF path or URL")
-    pr.add_argument("--model", required=True, help="model directory (model.safetensors + model.json)")
-    pr.add_argument("--out", required=True, help="run directory")
+    _add_scene_model_out(pr)
     pr.add_argument("--probs", action="store_true", help="also write probs.tif (one band per class)")
     _add_inference_args(pr)
 
@@ -181,9 +185,7 @@ def _add_run(sub: Any) -> None:
                         description="Validate every input first (bands, grids, model, output folder: exit 2 in "
                         "seconds, nothing written), then tile -> predict -> stitch -> vectorize (-> flood) -> report "
                         "into RUN_DIR. The Prefect flow 'scene-to-polygons' runs the same sequence as tasks.")
-    ru.add_argument("scene", help="GeoTIFF path or URL")
-    ru.add_argument("--model", required=True, help="model directory")
-    ru.add_argument("--out", required=True, help="run directory")
+    _add_scene_model_out(ru)
     ru.add_argument("--reference", default=None,
                     help="pre-event scene (or a single-band water mask) on the same grid: writes flood.gpkg")
     ru.add_argument("--truth", default=None, help="label raster on the same grid: IoU goes into summary.json")
@@ -199,6 +201,15 @@ def _add_evaluate_demo(sub: Any) -> None:
     ev.add_argument("--labels", default=None, help="label raster (same grid) or vector file for --scene")
     ev.add_argument("--images", default=None, help="folder of images (pairs mode)")
     ev.add_argument("--masks", default=None, help="folder of RGB-coded masks (pairs mode)")
+    ev.add_argument("--class-attribute", default=None, metavar="NAME",
+                    help="vector --labels: the attribute holding the class (a class name or id, or a key of "
+                    "--class-map)")
+    ev.add_argument("--class-map", default=None, metavar="JSON_OR_FILE",
+                    help="value -> class id, as JSON or a .json file: vector labels map attribute values "
+                    "('__other__': class of uncovered pixels, default ignored), raster labels map raster values "
+                    "(e.g. '{\"-1\": 255}'); 255 = ignored")
+    ev.add_argument("--ignore-values", type=_numbers, default=(), metavar="V[,V…]",
+                    help="raster --labels: values that mean 'not labelled' (e.g. -1); they are not scored")
     ev.add_argument("--json", default=None, dest="json_out", help="write the scores to this JSON file")
     ev.add_argument("--work", default=None, help="working directory for intermediate stores")
     _add_inference_args(ev, cluster=False)
@@ -321,14 +332,17 @@ def _cmd_run(a: argparse.Namespace, progress: bool) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace, progress: bool) -> int:
     from unetgeo.config import build_config
-    from unetgeo.evaluate import evaluate_model
+    from unetgeo.evaluate import evaluate_model, parse_class_map
 
     cfg = build_config(a.config, _options(a))
+    class_map = parse_class_map(a.class_map) if a.class_map else None
     scores = evaluate_model(a.model, scene=a.scene, labels=a.labels, images=a.images, masks=a.masks,
-                            inference=cfg.inference, tile_px=cfg.tiling.tile_px, work_dir=a.work, progress=progress)
+                            inference=cfg.inference, tile_px=cfg.tiling.tile_px, work_dir=a.work,
+                            class_attribute=a.class_attribute, class_map=class_map, ignore_values=a.ignore_values,
+                            progress=progress)
     for name, v in scores["iou"].items():
-        print(f"{name:>16}: IoU {v:.3f}")
-    print(f"{'mIoU':>16}: {scores['miou']:.3f}")
+        print(f"{name:>16}: IoU " + ("n/a (absent)" if v is None else f"{v:.3f}"))
+    print(f"{'mIoU':>16}: " + ("n/a" if scores["miou"] is None else f"{scores['miou']:.3f}"))
     if a.json_out:
         from unetgeo.io.uri import write_atomic
 

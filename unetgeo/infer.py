@@ -323,12 +323,13 @@ def predict_tiles(
             return PredictResult(out_uri, total, 0, time.perf_counter() - t0, 0.0, str(device), spec.batch_size,
                                  _n_workers(spec, device))
         n_workers = _n_workers(spec, device)
-        if n_workers <= 1:
+        if n_workers <= 1 and not dask_address:
             mpx = predict_windows(tiles_uri, valid_uri, model_dir, out, todo, spec, str(device), progress=progress)
             where = str(device)
-        else:
-            mpx, where = _predict_on_workers(tiles_uri, valid_uri, model_dir, out, todo, spec, device, n_workers,
-                                             dask_address, progress)
+        else:  # a cluster given: its workers predict (all of them unless --workers says how many)
+            mpx, where, n_workers = _predict_on_workers(tiles_uri, valid_uri, model_dir, out, todo, spec, device,
+                                                        spec.workers if dask_address else n_workers, dask_address,
+                                                        progress)
         out.publish({})
     finally:  # after an error: a later run resumes probs.zarr.tmp (a no-op once published)
         out.release()
@@ -394,19 +395,18 @@ def _n_workers(spec: InferenceSpec, device: torch.device) -> int:
 
 def _predict_on_workers(
     tiles_uri: str, valid_uri: str, model_dir: str, out: ChunkedStoreWriter, todo: list[Window],
-    spec: InferenceSpec, device: torch.device, n_workers: int, dask_address: str | None, progress: bool,
-) -> tuple[float, str]:
-    """Deal the windows out to ``n_workers`` Dask worker processes (one device each)."""
+    spec: InferenceSpec, device: torch.device, n_workers: int | None, dask_address: str | None, progress: bool,
+) -> tuple[float, str, int]:
+    """Deal the windows out to ``n_workers`` Dask worker processes (one device each); with
+    ``dask_address`` and ``n_workers=None``, to every worker of that cluster.
+
+    Returns:
+        ``(megapixels, where, workers used)``.
+    """
     import os
 
     from distributed import Client, LocalCluster, as_completed
 
-    if device.type == "cuda":
-        devices = [f"cuda:{i % max(1, torch.cuda.device_count())}" for i in range(n_workers)]
-    else:
-        devices = ["cpu"] * n_workers
-    threads = max(1, (os.cpu_count() or 1) // n_workers) if device.type == "cpu" else 1
-    shards = [todo[i::n_workers] for i in range(n_workers)]
     cluster = None
     if dask_address:
         client = Client(dask_address)
@@ -414,24 +414,33 @@ def _predict_on_workers(
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
-    bar = progress_bar(progress, len(todo), f"predict ({n_workers} workers)")
     try:
         workers = sorted(client.scheduler_info()["workers"])
+        n_workers = n_workers or len(workers)
+        if device.type == "cuda":
+            devices = [f"cuda:{i % max(1, torch.cuda.device_count())}" for i in range(n_workers)]
+        else:
+            devices = ["cpu"] * n_workers
+        threads = max(1, (os.cpu_count() or 1) // n_workers) if device.type == "cpu" and not dask_address else None
+        shards = [todo[i::n_workers] for i in range(n_workers)]
+        bar = progress_bar(progress, len(todo), f"predict ({n_workers} workers)")
         futs = {
             client.submit(predict_windows, tiles_uri, valid_uri, model_dir, out, shard, spec, dev,
                           torch_threads=threads, workers=[workers[i % len(workers)]], pure=False): len(shard)
             for i, (shard, dev) in enumerate(zip(shards, devices, strict=True)) if shard
         }
         mpx = 0.0
-        for fut in as_completed(list(futs)):
-            mpx += fut.result()
-            bar.update(futs[fut])
+        try:
+            for fut in as_completed(list(futs)):
+                mpx += fut.result()
+                bar.update(futs[fut])
+        finally:
+            bar.close()
     finally:
-        bar.close()
         client.close()
         if cluster is not None:
             cluster.close()
-    return mpx, f"{n_workers} Dask workers ({', '.join(sorted(set(devices)))})"
+    return mpx, f"{n_workers} Dask workers ({', '.join(sorted(set(devices)))})", n_workers
 
 
 def fit_batch_size(

@@ -234,6 +234,11 @@ class _Stages:
         from unetgeo.guard import check_input
 
         spec, meta = self.run.config.input, self.meta
+        if min((b.get("valid_pixels", 1) for b in t.stats.values()), default=0) == 0:
+            msg = (f"{where}: no valid pixel (every pixel is nodata or NaN); the class map is all nodata (255) and "
+                   "there are no polygons; check --nodata and the scene's footprint")
+            log.warning("input check: %s", msg)
+            return {"ok": False, "off_bands": [], "warnings": [msg], "bands": {}, "empty": True}
         checked = check_input(t.stats, meta.mean, meta.std, list(meta.in_bands), mean_sd=spec.guard_mean_sd,
                               std_ratio=spec.guard_std_ratio, where=where)
         for w in checked["warnings"]:
