@@ -81,3 +81,65 @@ def test_pair_folders_decode_rgb_masks_and_cli_writes_json(tmp_path: Path) -> No
     cmx = np.array(scores["confusion_matrix"])
     assert cmx.sum() == 2 * 90 * 110  # every labelled pixel of both images scored once
     assert cmx.sum(axis=1).tolist() == [2 * 90 * 50, 2 * 90 * 60]  # truth rows from the decoded masks
+
+
+def _water_geojson(labels_uri: str, out: Path) -> Path:
+    """The label raster's water pixels (1) as polygons with ``kind: "lake"``; background left uncovered."""
+    import rasterio
+    from rasterio.features import shapes
+
+    with rasterio.open(labels_uri) as ds:
+        lab = ds.read(1)
+        crs, transform = ds.crs, ds.transform
+    feats = [{"type": "Feature", "properties": {"kind": "lake"}, "geometry": g}
+             for g, v in shapes(lab, mask=lab == 1, transform=transform) if v == 1]
+    assert feats
+    out.write_text(json.dumps({"type": "FeatureCollection", "features": feats,
+                               "crs": {"type": "name", "properties": {"name": crs.to_string()}}}))
+    return out
+
+
+def test_cli_vector_labels_with_class_attribute_and_map(tmp_path: Path) -> None:
+    """--class-attribute/--class-map rasterise a GeoJSON exactly like the label raster it came from."""
+    sc = make_scene(str(tmp_path / "s.tif"), str(tmp_path / "l.tif"), size_px=128, seed=4, flood_level=2.0,
+                    footprint=False)
+    model = _model(tmp_path / "m", list(sc.band_names))
+    gj = _water_geojson(sc.labels_uri, tmp_path / "water.geojson")
+    (tmp_path / "map.json").write_text('{"lake": 1, "__other__": 0}')
+    rc = main(["-q", "evaluate", "--model", str(model), "--scene", sc.image_uri, "--labels", str(gj),
+               "--class-attribute", "kind", "--class-map", str(tmp_path / "map.json"), "--halo", "8",
+               "--json", str(tmp_path / "vec.json")])
+    assert rc == 0
+    vec = json.loads((tmp_path / "vec.json").read_text())
+    ras = evaluate_model(str(model), scene=sc.image_uri, labels=sc.labels_uri, inference=InferenceSpec(halo_px=8))
+    assert vec["confusion_matrix"] == ras["confusion_matrix"]
+    assert vec["n_pixels"] == 128 * 128
+    # an attribute value the map lacks is refused with exit code 2
+    rc = main(["-q", "evaluate", "--model", str(model), "--scene", sc.image_uri, "--labels", str(gj),
+               "--class-attribute", "kind", "--class-map", '{"river": 1}', "--halo", "8"])
+    assert rc == 2
+
+
+def test_cli_ignore_values_leave_minus_one_pixels_unscored(tmp_path: Path, capsys) -> None:
+    import rasterio
+
+    sc = make_scene(str(tmp_path / "s.tif"), str(tmp_path / "l.tif"), size_px=128, seed=5, flood_level=2.0,
+                    footprint=False)
+    model = _model(tmp_path / "m", list(sc.band_names))
+    with rasterio.open(sc.labels_uri) as ds:
+        lab = ds.read(1).astype(np.int16)
+        profile = {**ds.profile, "dtype": "int16", "nodata": None}
+    lab[:40, :] = -1  # Sen1Floods11-style "not labelled"
+    with rasterio.open(tmp_path / "l16.tif", "w", **profile) as ds:
+        ds.write(lab, 1)
+    base = ["-q", "evaluate", "--model", str(model), "--scene", sc.image_uri, "--labels", str(tmp_path / "l16.tif"),
+            "--halo", "8"]
+    assert main([*base, "--ignore-values", "-1", "--json", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    full = evaluate_model(str(model), scene=sc.image_uri, labels=sc.labels_uri, inference=InferenceSpec(halo_px=8))
+    assert scores["n_pixels"] == 88 * 128 < full["n_pixels"]
+    truth_rows = np.array(scores["confusion_matrix"]).sum(axis=1).tolist()
+    assert truth_rows == [int((lab[40:] == 0).sum()), int((lab[40:] == 1).sum())]
+    capsys.readouterr()
+    assert main(base) == 2  # without the option -1 is not a class id: refused, with the fix named
+    assert "ignore_values" in capsys.readouterr().err

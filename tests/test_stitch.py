@@ -185,3 +185,29 @@ def test_stitch_memory_does_not_grow_with_scene_size(tmp_path):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_class_names_and_colours_live_in_the_tif_itself(tmp_path):
+    """A copy of classes.tif alone (no .aux.xml, no .qml) still names and colours its classes."""
+    import shutil
+
+    from unetgeo.io.cog import read_class_info
+
+    probs = random_probs(np.random.default_rng(5), 3, 64, 64)
+    pu, vu = make_stores(tmp_path, probs, np.ones((64, 64), bool), chunk_px=32)
+    res = stitch(pu, vu, str(tmp_path / "run"))
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    shutil.copy(res.classes_uri, alone / "classes.tif")
+    assert sorted(p.name for p in alone.iterdir()) == ["classes.tif"]
+    assert read_class_info(str(alone / "classes.tif")) == (NAMES, COLORS)
+    with rasterio.open(alone / "classes.tif") as ds:
+        assert {k: v for k, v in ds.tags(1).items() if k.startswith("CLASS_")} == {
+            "CLASS_0": "background", "CLASS_1": "water", "CLASS_2": "urban"}
+        assert [ds.colormap(1)[i][:3] for i in range(3)] == [(0xD9, 0xD9, 0xD9), (0x1F, 0x78, 0xB4), (0xE3, 0x1A, 0x1C)]
+        assert ds.descriptions == ("class",)
+    # band items alone are enough: a raster whose dataset tags were stripped keeps its names
+    with rasterio.open(alone / "classes.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        ds.update_tags(class_names="", class_colors="[]")
+    names, colors = read_class_info(str(alone / "classes.tif"))
+    assert names == NAMES

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -238,6 +239,7 @@ def evaluate_model(
     work_dir: str | None = None,
     class_attribute: str | None = None,
     class_map: dict[str, int] | None = None,
+    ignore_values: Sequence[float] = (),
     progress: bool = False,
 ) -> dict:
     """Score a model on labelled data through the full inference path (tiles, halo, fusion).
@@ -252,6 +254,11 @@ def evaluate_model(
         inference: an :class:`unetgeo.config.InferenceSpec` (default: the embedded defaults).
         tile_px: chunk side of the tiles; default the embedded config's ``tiling.tile_px``, the
             tile size ``unetgeo predict`` uses for the same model and config.
+        class_attribute: vector labels: the attribute holding the class (name or id, or a key of
+            ``class_map``).
+        class_map: vector labels: attribute value -> class id (``"__other__"``: class of uncovered
+            pixels); raster labels: raster value (e.g. ``"-1"``) -> class id; 255 = ignored.
+        ignore_values: raster labels: values meaning "not labelled" (e.g. ``-1``); not scored.
 
     Returns:
         :meth:`ConfusionMatrix.as_dict` plus ``images`` (how many were scored).
@@ -276,8 +283,8 @@ def evaluate_model(
         work_dir = tmp
     try:
         if scene and labels:
-            _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress,
-                            tile_px)
+            spec = _LabelSpec(labels, class_attribute, class_map, tuple(float(v) for v in ignore_values))
+            _evaluate_scene(meta, model_dir, scene, spec, work_dir, inference, cm, progress, tile_px)
             n = 1
         elif images and masks:
             n = _evaluate_pairs(meta, model_dir, images, masks, work_dir, inference, cm, progress, tile_px)
@@ -292,25 +299,73 @@ def evaluate_model(
     return out
 
 
-def _evaluate_scene(meta, model_dir, scene, labels, work_dir, inference, cm, class_attribute, class_map, progress,
-                            tile_px) -> None:
+def parse_class_map(text: str) -> dict[str, int]:
+    """A class map from a JSON object or the path of a JSON file: ``{"forest": 1, "__other__": 0}``.
+
+    Raises:
+        InputError: unreadable file, not a JSON object, or a value that is not a whole class id.
+    """
+    import json
+
+    from unetgeo.io.files import read_text
+
+    src = text.strip()
+    where = "--class-map"
+    if not src.startswith("{"):
+        where = src
+        try:
+            src = read_text(src)
+        except OSError as e:
+            raise InputError(f"--class-map {text!r}: neither a JSON object nor a readable file ({e}); "
+                             "give e.g. '{\"forest\": 1}' or a .json file") from None
+    try:
+        obj = json.loads(src)
+    except ValueError as e:
+        raise InputError(f"{where}: not valid JSON ({e}); give an object such as {{\"forest\": 1}}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in obj.values()):
+        raise InputError(f"{where}: {obj!r} is not an object of class ids; give e.g. {{\"forest\": 1, \"__other__\": 0}}")
+    return {str(k): int(v) for k, v in obj.items()}
+
+
+@dataclass(frozen=True)
+class _LabelSpec:
+    """The labels of a scene and how their values become class ids (see :func:`evaluate_model`)."""
+
+    uri: str
+    class_attribute: str | None = None
+    class_map: dict[str, int] | None = None
+    ignore_values: tuple[float, ...] = ()
+
+
+def _evaluate_scene(meta, model_dir: str, scene: str, labels: _LabelSpec, work_dir: str, inference,
+                    cm: ConfusionMatrix, progress: bool, tile_px: int) -> None:
+    """Tile ``scene``, write its labels as a store on the tile grid, predict and score."""
     import hashlib
 
+    from unetgeo.errors import LabelError
     from unetgeo.infer import predict_tiles
     from unetgeo.io.labels import is_vector_file, write_raster_label_store, write_vector_label_store
     from unetgeo.io.uri import join
     from unetgeo.tiling import make_tiles
 
+    vector = is_vector_file(labels.uri)
+    if vector and labels.ignore_values:
+        raise LabelError(f"{labels.uri}: ignore_values={list(labels.ignore_values)} applies to raster labels only; "
+                         "for vector labels map those attribute values to 255 in the class map")
+    if not vector and labels.class_attribute:
+        raise LabelError(f"{labels.uri}: class_attribute={labels.class_attribute!r} applies to vector labels only; "
+                         "drop it for a label raster")
     tr = make_tiles(scene, join(work_dir, "tiles.zarr"), tile_px=tile_px, progress=progress)
-    key = hashlib.sha256(f"{labels}|{class_attribute}|{class_map}|{tr.tiles_uri}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{labels}|{tr.tiles_uri}".encode()).hexdigest()[:16]
     lab_uri = join(work_dir, "labels.zarr")
-    if is_vector_file(labels):
-        write_vector_label_store(labels, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
-                                 class_attribute=class_attribute, class_map=class_map,
+    if vector:
+        write_vector_label_store(labels.uri, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
+                                 class_attribute=labels.class_attribute, class_map=labels.class_map,
                                  class_names=meta.class_names, run_key=key, image_uri=scene)
     else:
-        write_raster_label_store(labels, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
-                                 class_map=class_map, run_key=key, image_uri=scene)
+        write_raster_label_store(labels.uri, tr.grid, lab_uri, tile_px=tile_px, n_classes=meta.n_classes,
+                                 class_map=labels.class_map, run_key=key, image_uri=scene,
+                                 ignore_values=labels.ignore_values)
     pr = predict_tiles(tr.tiles_uri, model_dir, join(work_dir, "probs.zarr"), valid_uri=tr.valid_uri,
                        inference=inference, progress=progress)
     _score_stores(pr.probs_uri, lab_uri, tr.valid_uri, cm)

@@ -14,6 +14,8 @@ matrix), and the quicklook from decimated reads. Nothing reads a raster at full 
 - ``polygon_counts``: ``{class: n}``; ``polygon_area_km2``: ``{class: km²}`` (after min_area)
 - ``flooded_km2``, ``flood_polygon_count``, ``reference``: null without a flood run
 - ``iou``: ``{class: IoU}``, ``miou``, ``accuracy`` (full evaluation dict): null without truth
+- ``acquired``: acquisition date of the scene (``extra["acquired"]``, else a date tag of the scene
+  file such as ``acquired`` or ``TIFFTAG_DATETIME``), null when unknown
 - ``timings_s``: ``{stage: seconds, …, total}``; ``outputs``: ``[{name, kind, bytes}]``
 - ``files``: the URIs of the inputs of the report (classes, polygons, flood, truth)
 - any keys of ``write_report(extra=...)`` (e.g. the effective options and input checks of a run)
@@ -25,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,18 +40,18 @@ from unetgeo.errors import ModelBundleError, UnetgeoError
 from unetgeo.flood import FLOOD_CLASS_COLORS
 from unetgeo.grid import iter_tile_windows
 from unetgeo.io import uri as U
-from unetgeo.io.cog import default_class_colors, read_class_info
+from unetgeo.io.cog import default_class_colors, read_class_info, read_tags
 from unetgeo.io.quicklook import (
     list_outputs,
     quicklook_pixel_m2,
     read_class_map,
     read_outlines,
-    read_scene_rgb,
+    read_scene_bands,
     write_json,
 )
 from unetgeo.io.scene import SceneReader, open_scene
 from unetgeo.io.vector import layer_stats
-from unetgeo.quicklook import render_quicklook
+from unetgeo.quicklook import acquisition_date, choose_rendering, render_quicklook, stretch_rgba
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +183,9 @@ def write_report(
         names = summary["class_names"]
         acc = score_rasters(classes_uri, truth_uri, len(names), class_names=names)
         summary.update(accuracy=acc, iou={n: acc["per_class"][n]["iou"] for n in names}, miou=acc["miou"])
-    _write_quicklook(U.join(run_dir, "quicklook.png"), summary, scene_uri, classes_uri, polygons_uri, flood_uri,
-                     flood_polygons_uri)
+    _write_quicklook(U.join(run_dir, "quicklook.png"), summary, scene_uri, config, extra,
+                     {"classes": classes_uri, "polygons": polygons_uri, "flood": flood_uri,
+                      "flood_polygons": flood_polygons_uri})
     summary.pop("_class_colors")
     timings_s = {k: float(v) for k, v in timings.items()}
     timings_s["report"] = time.perf_counter() - t0
@@ -242,46 +246,88 @@ def _add_polygons_and_flood(summary: dict, polygons_uri: str | None, flood_uri: 
         _, farea = raster_class_areas_m2(flood_uri)
         summary["flooded_km2"] = float(farea[1]) / 1e6
         summary["flood_unknown_km2"] = float(farea[NODATA]) / 1e6
+        summary["unknown_km2"] = summary["flood_unknown_km2"]  # neither dry nor water: nodata, clouds (SCL)
     if flood_polygons_uri:
         fstats = layer_stats(flood_polygons_uri)
         summary["flood_polygon_count"] = int(sum(v["count"] for k, v in fstats.items() if k == "flooded"))
 
 
-def _write_quicklook(uri: str, summary: dict, scene_uri: str, classes_uri: str, polygons_uri: str | None,
-                     flood_uri: str | None, flood_polygons_uri: str | None) -> None:
-    """Read the decimated rasters and polygons (never full size) and draw ``quicklook.png``."""
+def _write_quicklook(uri: str, summary: dict, scene_uri: str, config: Any, extra: Mapping[str, Any] | None,
+                     files: Mapping[str, str | None]) -> None:
+    """Read the decimated rasters and polygons (never full size) and draw ``quicklook.png``.
+
+    The legend's polygon counts are the GeoPackage layers' feature counts (``summary``), not the
+    number of outlines drawn (those smaller than a quicklook pixel are left out).
+    """
     names, colors = summary["class_names"], summary["_class_colors"]
+    classes_uri = str(files["classes"])
     classes_small, class_bounds = read_class_map(classes_uri, QUICKLOOK_PX)
-    try:
-        rgb, rgb_bounds = read_scene_rgb(scene_uri, QUICKLOOK_PX)
-    except UnetgeoError as e:  # the map is still worth drawing without its background
-        log.warning("quicklook without the scene: %s", e.one_line())
-        rgb, rgb_bounds = None, None
-    geographic = AreaModel(open_scene(classes_uri).grid).geographic
-    min_px_m2 = quicklook_pixel_m2(class_bounds, classes_small.shape, geographic)
-    outlines, outline_title = [], "polygons"
-    if flood_polygons_uri:
-        outlines = read_outlines(flood_polygons_uri, [("flooded", FLOOD_CLASS_COLORS[1])], bounds=class_bounds,
+    rgb, rgb_bounds, scene_title, acquired = _scene_image(scene_uri, config)
+    summary["acquired"] = acquisition_date(extra or {}) or acquired
+    grid = open_scene(classes_uri).grid
+    min_px_m2 = quicklook_pixel_m2(class_bounds, classes_small.shape, AreaModel(grid).geographic)
+    outlines, outline_title, counts = [], "polygons", {}
+    if files["flood_polygons"]:
+        outlines = read_outlines(str(files["flood_polygons"]), [("flooded", FLOOD_CLASS_COLORS[1])],
+                                 bounds=class_bounds, min_area_m2=min_px_m2)
+        outline_title, counts = "flood polygons", {"flooded": summary["flood_polygon_count"]}
+    elif files["polygons"]:
+        outlines = read_outlines(str(files["polygons"]), list(zip(names, colors, strict=True)), bounds=class_bounds,
                                  min_area_m2=min_px_m2)
-        outline_title = "flood polygons"
-    elif polygons_uri:
-        outlines = read_outlines(polygons_uri, list(zip(names, colors, strict=True)), bounds=class_bounds,
-                                 min_area_m2=min_px_m2)
-        outline_title = "class polygons"
+        outline_title, counts = "class polygons", summary["polygon_counts"] or {}
+    for layer in outlines:
+        layer.n_polygons = int(counts.get(layer.label, layer.n_polygons))
     flood_small = flood_bounds = None
-    if flood_uri:
-        flood_small, flood_bounds = read_class_map(flood_uri, QUICKLOOK_PX)
+    if files["flood"]:
+        flood_small, flood_bounds = read_class_map(str(files["flood"]), QUICKLOOK_PX)
     render_quicklook(
         uri, rgb=rgb, rgb_bounds=rgb_bounds, classes=classes_small, class_bounds=class_bounds,
         class_names=names, class_colors=colors,
         class_labels=[f"{n} ({_fmt_km2(summary['area_km2'][n])} km²)" for n in names], outlines=outlines,
         outline_title=outline_title, flood=flood_small, flood_bounds=flood_bounds, title=_title(summary, scene_uri),
+        scene_title=scene_title, map_unit_m=_map_unit_m(grid),
     )
 
 
+def _scene_image(scene_uri: str, config: Any) -> tuple[np.ndarray | None, tuple | None, str, str | None]:
+    """``(rgba, bounds, panel title, acquisition date)`` of the scene, read as the run tiled it
+    (``config.input``: bands, sensor, nodata, scale); ``(None, None, …)`` when it cannot be read."""
+    from dataclasses import replace
+
+    from unetgeo.bands import ReadOptions
+    from unetgeo.tiling import detect_fill, scene_info
+
+    spec = getattr(config, "input", None)
+    read = ReadOptions.from_spec(spec) if spec is not None else None
+    try:
+        info = scene_info(scene_uri, read=read)
+        if info.fill is None and (read is None or read.detect_nodata):
+            info = replace(info, fill=detect_fill(info, "nearest")[0])
+        rendering = choose_rendering(list(info.band_names), read.sensor if read else None)
+        data, valid, bounds = read_scene_bands(info, rendering.bands, QUICKLOOK_PX)
+        tags = read_tags(info.sources[0])
+    except UnetgeoError as e:  # the map is still worth drawing without its background
+        log.warning("quicklook without the scene: %s", e.one_line())
+        return None, None, "scene (not readable)", None
+    return stretch_rgba(data, valid, to_db=rendering.sar), bounds, f"scene: {rendering.title}", acquisition_date(tags)
+
+
+def _map_unit_m(grid: Any) -> float:
+    """Metres per map unit of ``grid``'s CRS at its centre (degrees: along the parallel)."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(grid.crs_wkt)
+    if crs.is_geographic:
+        left, bottom, right, top = grid.bounds
+        return 111_320.0 * math.cos(math.radians((top + bottom) / 2))
+    return float(crs.axis_info[0].unit_conversion_factor) if crs.axis_info else 1.0
+
+
 def _title(summary: dict, scene_uri: str) -> str:
-    """Quicklook title: scene, model id, mIoU and flooded area when known."""
+    """Quicklook title: scene, acquisition date, model id, mIoU and flooded area when known."""
     title = f"{_basename(scene_uri)}"
+    if summary.get("acquired"):
+        title += f" — acquired {summary['acquired']}"
     if summary["model"].get("model_id"):
         title += f" — model {summary['model']['model_id']}"
     if summary["miou"] is not None:

@@ -7,8 +7,9 @@ For every chunk of ``probs.zarr`` ``(class, y, x)``::
     both       = 255 where valid.zarr is False or a probability is not finite
 
 Chunks are read, reduced and written one at a time, so memory does not grow with the scene.
-Outputs (``out_dir``): ``classes.tif`` (COG, nodata 255, colour table, class names as tags,
-``classes.qml`` QGIS legend, ``classes.tif.aux.xml`` GDAL category names), ``confidence.tif``
+Outputs (``out_dir``): ``classes.tif`` (COG, nodata 255; inside the TIFF: colour table, class names
+and colours as tags, ``CLASS_<id>=name`` band items; beside it: ``classes.qml`` QGIS legend and
+``classes.tif.aux.xml`` GDAL category names, which GDAL cannot store in a GeoTIFF), ``confidence.tif``
 (COG, nodata 255) and, on request, ``probs.tif`` (COG uint8, one band per class, percent,
 band scale 0.01 so GDAL reads probabilities).
 """

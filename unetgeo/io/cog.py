@@ -6,8 +6,12 @@ to ``URI.<pid>-<random>.tmp`` and renames that to ``URI`` (unique names: two wri
 never share a temporary file). For fsspec URLs both files are built in a local temp
 folder and the COG is uploaded on close. Nothing here holds a raster in memory.
 
-Class rasters also get sidecars so GIS tools show a legend:
-``NAME.qml`` (QGIS paletted style, loaded automatically) and ``NAME.aux.xml`` (GDAL PAM
+Class rasters carry their legend inside the TIFF: the colour table of band 1, the dataset tags
+``class_names`` / ``class_colors`` (JSON lists) and one band-1 item ``CLASS_<id>=name`` per class
+(all in the TIFF's GDAL_METADATA tag, so a copy of the ``.tif`` alone keeps them; ``gdalinfo``
+lists them under Band 1 Metadata). GDAL 3.10's GeoTIFF driver cannot store category names or a
+raster attribute table in the file (it writes them to PAM ``.aux.xml``), so class rasters also get
+sidecars: ``NAME.qml`` (QGIS paletted style, loaded automatically) and ``NAME.aux.xml`` (GDAL PAM
 ``<CategoryNames>``, which rasterio cannot write itself).
 """
 
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Dataset tags written on class rasters (JSON lists) and read back by :func:`read_class_info`.
 TAG_CLASS_NAMES = "class_names"
 TAG_CLASS_COLORS = "class_colors"
+#: Band-1 metadata item of class ``i`` on class rasters: ``CLASS_<i>=<name>``.
+BAND_TAG_CLASS = "CLASS_{}"
 
 #: Colours of classes that come without any (matplotlib's tab10), ``'#rrggbb'``.
 DEFAULT_CLASS_COLORS = (
@@ -90,7 +96,8 @@ class CogWriter(WindowWriter, PublishOnExit):
         predictor: TIFF predictor (2 for integers, 3 for floats) or None.
         band_names: band descriptions.
         colormap: ``{value: (r, g, b, a)}`` colour table of band 1 (uint8/uint16 only).
-        tags: dataset metadata tags.
+        tags: dataset metadata tags; when they hold ``class_names`` (:func:`class_raster_tags`), band 1
+            also gets one ``CLASS_<id>=name`` item per class (:func:`class_band_tags`).
         scales: optional per-band scale factors (``value = raw * scale``).
 
     Use as a context manager: on an exception the partial files are removed.
@@ -137,6 +144,9 @@ class CogWriter(WindowWriter, PublishOnExit):
         # the staging file is read once: fast compression
         profile = geotiff_profile(grid, count, dtype, nodata, block_px=stage_block_px, predictor=predictor, zlevel=1)
         self._open_for_write(self.stage, profile, band_names=band_names, colormap=colormap, tags=tags, scales=scales)
+        names = parse_class_names((tags or {}).get(TAG_CLASS_NAMES))
+        if names:
+            self._ds.update_tags(1, **class_band_tags(names))
         self._closed = False
 
     @property
@@ -167,7 +177,8 @@ class CogWriter(WindowWriter, PublishOnExit):
             )
             if self.predictor is not None:
                 opts["PREDICTOR"] = "YES" if self.predictor in (2, 3) else "NO"
-            with warnings.catch_warnings():
+            # no PAM: everything (tags, band items, colour table) goes into the TIFF or is refused
+            with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 rasterio.shutil.copy(self.stage, self.tmp, driver="COG", **opts)
             _remove_local(self.stage)
@@ -274,6 +285,11 @@ def class_raster_tags(class_names: Sequence[str], class_colors: Sequence[str], *
     return tags
 
 
+def class_band_tags(class_names: Sequence[str]) -> dict[str, str]:
+    """Band-1 items of a class raster: ``{"CLASS_0": name_0, …}`` (stored in the TIFF itself)."""
+    return {BAND_TAG_CLASS.format(i): str(n) for i, n in enumerate(class_names)}
+
+
 # -- reading -------------------------------------------------------------------------------------
 
 
@@ -298,11 +314,12 @@ def parse_class_names(value: str | None) -> list[str] | None:
 def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
     """``(class_names, class_colors)`` stored on a class raster by unetgeo (None when absent).
 
-    Colours fall back to the raster's colour table when the tag is missing.
+    Names come from the ``class_names`` tag, else from band 1's ``CLASS_<id>`` items; colours fall
+    back to the raster's colour table when the tag is missing.
     """
     with open_dataset(uri) as ds:
         tags = ds.tags()
-        names = parse_class_names(tags.get(TAG_CLASS_NAMES))
+        names = parse_class_names(tags.get(TAG_CLASS_NAMES)) or _band_class_names(ds.tags(1))
         colors = json.loads(tags[TAG_CLASS_COLORS]) if TAG_CLASS_COLORS in tags else None
         if colors is None and names is not None:
             try:
@@ -311,6 +328,14 @@ def read_class_info(uri: str) -> tuple[list[str] | None, list[str] | None]:
             except ValueError:  # no colour table
                 colors = None
     return names, colors
+
+
+def _band_class_names(band_tags: dict[str, str]) -> list[str] | None:
+    """Names from ``CLASS_0, CLASS_1, …`` band items (consecutive from 0), None when there are none."""
+    names = []
+    while BAND_TAG_CLASS.format(len(names)) in band_tags:
+        names.append(band_tags[BAND_TAG_CLASS.format(len(names))])
+    return names or None
 
 
 def read_decimated(

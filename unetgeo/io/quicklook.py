@@ -21,12 +21,9 @@ import numpy as np
 
 from unetgeo.io import uri as U
 from unetgeo.io.cog import read_decimated
-from unetgeo.io.scene import open_scene
+from unetgeo.io.scene import SceneInfo, open_scene
 
 log = logging.getLogger(__name__)
-
-RGB_NAMES = ("red", "green", "blue")
-
 
 def write_json(uri: str, obj: Any) -> str:
     """Write ``obj`` as indented UTF-8 JSON atomically (:func:`unetgeo.io.uri.write_atomic`); NaN is refused."""
@@ -64,37 +61,38 @@ def decimated_shape(height: int, width: int, max_px: int) -> tuple[int, int]:
     return max(1, round(height / f)), max(1, round(width / f))
 
 
-def read_scene_rgb(scene_uri: str, max_px: int = 800) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Decimated RGB of a scene, percentile-stretched (2–98 %) to ``0..1``.
+def read_scene_bands(info: SceneInfo, positions: Sequence[int], max_px: int = 800
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
+    """Decimated bands of a scene or band stack, read from overviews (never at full resolution).
 
-    Bands named red/green/blue (band descriptions) are used when present, else the first three
-    (one band: grey).
+    Args:
+        info: the scene as tiled (:func:`unetgeo.tiling.scene_info`: band selection, nodata, radiometry).
+        positions: 0-based positions of the bands to read, in ``info``'s band order.
+        max_px: long side of the result.
 
     Returns:
-        ``(rgba (h, w, 4) float32, bounds (left, bottom, right, top))``; alpha 0 on nodata.
+        ``(data (len(positions), h, w) float32 physical values (scale and offset applied),
+        valid (h, w) bool, bounds (left, bottom, right, top))``.
     """
-    info = open_scene(scene_uri, need_crs=False)
-    names = [n.lower() for n in info.band_names]
-    if all(n in names for n in RGB_NAMES):
-        bands = [names.index(n) + 1 for n in RGB_NAMES]
-    elif info.count >= 3:
-        bands = [1, 2, 3]
-    else:
-        bands = [1, 1, 1]
+    from unetgeo.bands import apply_radiometry, fill_mask
+
     shape = decimated_shape(info.grid.height, info.grid.width, max_px)
-    data, valid, bounds = read_decimated(scene_uri, shape, bands=bands, resampling="nearest")
-    data = data.astype(np.float32)
-    if info.nodata is not None and not np.isnan(info.nodata):
-        valid &= ~(data == np.float32(info.nodata)).all(axis=0)
-    rgba = np.zeros((*shape, 4), dtype=np.float32)
-    for i in range(3):
-        b = data[i]
-        v = b[valid & np.isfinite(b)]
-        lo, hi = (np.percentile(v, [2, 98]) if v.size else (0.0, 1.0))
-        rgba[..., i] = np.clip((b - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgba[..., 3] = valid.astype(np.float32)
-    rgba[~valid, :3] = 0
-    return rgba, bounds
+    members = info.members or (info,)
+    owners = [(j, k) for j, m in enumerate(members) for k in (m.read_indexes or range(1, m.count + 1))]
+    data = np.zeros((len(positions), *shape), dtype=np.float32)
+    valid = np.ones(shape, dtype=bool)
+    for j, m in enumerate(members):
+        mine = [(i, owners[p][1]) for i, p in enumerate(positions) if owners[p][0] == j]
+        if mine:
+            d, v, _ = read_decimated(m.uri, shape, bands=[k for _, k in mine], resampling="nearest")
+            data[[i for i, _ in mine]] = d
+            valid &= v if info.nodata_source != "none" else True
+    for fill in (info.nodata if info.nodata_source == "given" else None, info.fill):
+        if fill is not None and not np.isnan(fill):
+            valid &= ~fill_mask(data, np.float32(fill))
+    sc, of = info.radiometry
+    data = apply_radiometry(data, [sc[p] for p in positions], [of[p] for p in positions]).astype(np.float32)
+    return data, valid & np.isfinite(data).all(axis=0), info.grid.bounds
 
 
 def read_class_map(uri: str, max_px: int = 800) -> tuple[np.ndarray, tuple[float, float, float, float]]:
