@@ -40,12 +40,13 @@ def send_alert(block_name: str | None, message: str) -> bool:
 def flood_monitor(inbox: str, reference: str, model: str, out_root: str, config: str | None = None,
                   pattern: str = "*.tif", max_scenes: int = 4, stable_s: float = 30.0, device: str | None = None,
                   dask_address: str | None = None, alert_block: str | None = None,
-                  alert_flooded_km2: float | None = None, alert_growth_km2: float | None = None) -> dict:
+                  alert_flooded_km2: float | None = None, alert_growth_km2: float | None = None,
+                  stac_search: dict | None = None) -> dict:
     """Process the new scenes of ``inbox``; returns ``{"rows": [history rows], "pending": n left}``."""
     from unetgeo import monitor
 
     with library_logs():
-        todo = monitor.pending_scenes(inbox, out_root, pattern, stable_s=stable_s)
+        todo = monitor.pending_scenes(inbox, out_root, pattern, stable_s=stable_s, stac_search=stac_search)
         get_run_logger().info("%d new complete scene(s) in %s", len(todo), inbox)
         opts = {"device": device, "dask_address": dask_address}
         rows = []

@@ -4,6 +4,10 @@
   complete (size and mtime unchanged for ``stable_s`` seconds, or a ``<file>.ready`` marker)
   and not yet in the history with the same fingerprint (a failed scene is tried again only
   once it changes).
+  The inbox may also be a STAC source: an ItemCollection, Item or static catalog JSON, or a
+  STAC API search (``stac_search``); an item is the band stack of its per-band assets (in the
+  model's band order, see :mod:`unetgeo.stac`) with its SCL asset as the unknown mask, listed
+  in datetime order.
 - :func:`scene_id` keys the outputs: the file stem plus a short hash of the URI, so two scenes
   with the same name in different places never share a folder.
 - :func:`reference_classes` classifies a reference *scene* once per (reference content hash,
@@ -28,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unetgeo.errors import UnetgeoError
+from unetgeo.errors import InputError, UnetgeoError
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,16 @@ class InboxScene:
         scene_id: output key (:func:`scene_id`).
         fingerprint: size and mtime / ETag as compact JSON (changes when the file changes).
         acquired: acquisition time (ISO 8601) when known, else None.
+        assets: a STAC item's ``(band name, href)`` raster assets (empty: ``uri`` is the scene).
+        unknown_mask: a STAC item's SCL asset (cloud, shadow, snow, no data are "unknown").
     """
 
     uri: str
     scene_id: str
     fingerprint: str
     acquired: str | None = None
+    assets: tuple[tuple[str, str], ...] = ()
+    unknown_mask: str | None = None
 
 
 def scene_id(uri: str) -> str:
@@ -77,17 +85,24 @@ def is_complete(uri: str, stable_s: float, now_s: float | None = None) -> bool:
     return mtime == 0 or ((now_s if now_s is not None else time.time()) - mtime / 1e9) >= stable_s
 
 
-def pending_scenes(inbox: str, out_root: str, pattern: str = "*.tif", *, stable_s: float = 30.0) -> list[InboxScene]:
+def pending_scenes(inbox: str, out_root: str, pattern: str = "*.tif", *, stable_s: float = 30.0,
+                   stac_search: Mapping[str, Any] | None = None) -> list[InboxScene]:
     """Complete scenes of ``inbox`` matching ``pattern`` that the history has not seen as they are.
 
-    Sorted by name. ``inbox`` may also be one scene file.
+    Sorted by name. ``inbox`` may also be one scene file, or a STAC JSON (``*.json``: an
+    ItemCollection, Item or static catalog) whose items are listed by datetime. With
+    ``stac_search`` (``url`` (default ``inbox``), ``collections``, ``bbox`` or ``aoi``,
+    ``datetime``, optional ``max_items`` / ``query``) a STAC API is searched instead.
     """
     from unetgeo.io.files import is_file, list_files
+    from unetgeo.io.stac import is_stac_json
     from unetgeo.io.uri import fingerprint
 
+    if stac_search is not None or is_stac_json(inbox):
+        return _pending_stac(inbox, out_root, stac_search)
     files = [inbox] if is_file(inbox) else [f for f in list_files(inbox)
                                             if fnmatch.fnmatch(f.rsplit("/", 1)[-1], pattern)]
-    seen = {(r["uri"], r["fingerprint"]) for r in read_history(out_root) if r["status"] in ("ok", "failed")}
+    seen = _seen(out_root)
     out = []
     for f in files:
         if not is_complete(f, stable_s):
@@ -97,6 +112,40 @@ def pending_scenes(inbox: str, out_root: str, pattern: str = "*.tif", *, stable_
         if (f, fp) not in seen:
             out.append(InboxScene(uri=f, scene_id=scene_id(f), fingerprint=fp))
     return out
+
+
+def _seen(out_root: str) -> set[tuple[str, str]]:
+    """``(uri, fingerprint)`` of the history's finished scenes (``ok`` / ``failed``; ``error`` is retried)."""
+    return {(r["uri"], r["fingerprint"]) for r in read_history(out_root) if r["status"] in ("ok", "failed")}
+
+
+def _pending_stac(inbox: str, out_root: str, search: Mapping[str, Any] | None) -> list[InboxScene]:
+    """The unseen items of a STAC JSON inbox or API search, oldest first (see :func:`pending_scenes`)."""
+    from unetgeo.io.stac import read_items, search_items
+    from unetgeo.stac import scene_fields
+
+    if search is None:
+        found = read_items(inbox)
+    else:
+        opts = {k: v for k, v in search.items() if k != "url"}
+        unknown = set(opts) - {"collections", "bbox", "aoi", "datetime", "max_items", "query"}
+        if unknown:
+            raise InputError(f"stac_search has unknown key(s) {sorted(unknown)}; use url, collections, bbox, aoi, "
+                             "datetime, max_items, query")
+        found = search_items(str(search.get("url") or inbox), **opts)
+    scenes = [InboxScene(**scene_fields(item, src, api=search is not None)) for item, src in found]
+    seen = _seen(out_root)
+    todo = [s for s in scenes if (s.uri, s.fingerprint) not in seen]
+    return sorted(todo, key=lambda s: (_when(s.acquired), s.scene_id))
+
+
+def _when(iso: str | None) -> _dt.datetime:
+    """An ISO 8601 time as an aware datetime for sorting (UTC when it has no zone; unknown: earliest)."""
+    try:
+        t = _dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
 
 
 def read_history(out_root: str) -> list[dict[str, str]]:
@@ -175,6 +224,9 @@ def process_scene(scene: InboxScene, *, reference: str, model: str, out_root: st
                   runner: Any = None, reference_source: str | None = None, **options: Any) -> dict[str, Any]:
     """Run one inbox scene into ``out_root/<scene id>/``; its history row (status ``ok``/``failed``/``error``).
 
+    A STAC item's scene is the list of its band assets in the model's band order, and its SCL
+    asset the run's ``unknown_mask``.
+
     Bad input (``ValueError`` kinds: unreadable or mismatched rasters, band mismatch) gives a
     ``failed`` row that is not retried until the file changes; an I/O error that outlived the
     stage retries gives an ``error`` row, tried again on the next run. Neither is raised.
@@ -185,8 +237,9 @@ def process_scene(scene: InboxScene, *, reference: str, model: str, out_root: st
     row: dict[str, Any] = {"scene_id": scene.scene_id, "acquired": scene.acquired, "uri": scene.uri,
                            "fingerprint": scene.fingerprint}
     try:
-        run = make_run(scene.uri, model, join(out_root, scene.scene_id), reference=reference, config=config,
-                       reference_source=reference_source, **options)
+        source, extra = _scene_argument(scene, model)
+        run = make_run(source, model, join(out_root, scene.scene_id), reference=reference, config=config,
+                       reference_source=reference_source, **extra, **options)
         s = run_scene(run, runner=runner or run_inline)
     except (UnetgeoError, OSError, ValueError) as e:
         msg = e.one_line() if isinstance(e, UnetgeoError) else " ".join(str(e).split())
@@ -195,7 +248,20 @@ def process_scene(scene: InboxScene, *, reference: str, model: str, out_root: st
         return {**row, "processed": _now(), "status": status, "message": msg}
     water = (s.get("area_km2") or {}).get("water")
     return {**row, "processed": _now(), "status": "ok", "flooded_km2": s.get("flooded_km2"),
-            "water_km2": water, "unknown_km2": s.get("unknown_km2", s.get("flood_unknown_km2")), "message": ""}
+            "water_km2": water, "unknown_km2": s.get("unknown_km2"), "message": ""}
+
+
+def _scene_argument(scene: InboxScene, model: str) -> tuple[Any, dict[str, Any]]:
+    """The pipeline's scene argument (a file, or a STAC item's band hrefs in the model's order) and
+    the extra :func:`~unetgeo.pipeline.make_run` keywords (``unknown_mask``)."""
+
+    from unetgeo.model import check_bundle
+    from unetgeo.stac import band_hrefs
+
+    if not scene.assets:
+        return scene.uri, {}
+    hrefs = band_hrefs(scene.assets, list(check_bundle(model).in_bands), scene.uri)
+    return hrefs, ({"unknown_mask": scene.unknown_mask} if scene.unknown_mask else {})
 
 
 def _is_bad_input(e: BaseException, uri: str) -> bool:

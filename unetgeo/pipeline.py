@@ -59,6 +59,8 @@ class SceneRun:
         write_probs: also write ``probs.tif``.
         reference_source: the reference as the user gave it, when ``reference`` is a cached
             classification of it (the flood monitor); recorded in summary.json.
+        unknown_mask: a Sentinel-2 SCL raster (any resolution, same extent): its cloud, shadow,
+            snow and no-data pixels are "unknown" in the flood outputs, never flooded.
     """
 
     scene: Any
@@ -71,11 +73,12 @@ class SceneRun:
     options: Mapping[str, Any] = field(default_factory=dict)
     write_probs: bool = False
     reference_source: str | None = None
+    unknown_mask: str | None = None
 
 
 def make_run(scene: Any, model: str, out: str, *, reference: str | None = None, truth: str | None = None,
              config: str | None = None, write_probs: bool = False, reference_source: str | None = None,
-             **options: Any) -> SceneRun:
+             unknown_mask: str | None = None, **options: Any) -> SceneRun:
     """A :class:`SceneRun` with its effective configuration built by :func:`build_config`.
 
     Args:
@@ -90,7 +93,7 @@ def make_run(scene: Any, model: str, out: str, *, reference: str | None = None, 
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v is not None}
     return SceneRun(scene=scene, model=str(model), out=str(out), reference=reference, truth=truth, config=cfg,
                     config_source=None if config is None else str(config), options=given, write_probs=write_probs,
-                    reference_source=reference_source)
+                    reference_source=reference_source, unknown_mask=unknown_mask)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ def validate_run(run: SceneRun) -> Plan:
     kind, ref_names = _check_reference(run, info, meta)
     if run.truth:
         _check_on_grid(run.truth, info, "truth", _name(run.scene))
+    if run.unknown_mask:
+        from unetgeo.flood import unknown_reader
+
+        unknown_reader(run.unknown_mask, info.grid, _name(run.scene)).close()
     water_id = _water_id(run, meta, kind, ref_names) if run.reference else None
     return Plan(meta=meta, scene_shape=(h, w), reference_kind=kind, water_id=water_id)
 
@@ -309,7 +316,7 @@ def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
         ref_uri = stages.classify(run.reference, join(run.out, "reference"), "reference")["stitch"].classes_uri
     flood_uri = stages.call("flood-raster", "flood-raster", "flood", flood_raster, classes_uri, ref_uri,
                             join(run.out, "flood.tif"), water_class_id=plan.water_id,
-                            reference_is_mask=plan.reference_kind == "mask")
+                            reference_is_mask=plan.reference_kind == "mask", unknown_uri=run.unknown_mask)
     fp = stages.call("flood-polygons", "flood-polygons", "flood", flood_polygons, flood_uri,
                      join(run.out, "flood.gpkg"), min_area_m2=(cfg.flood or FloodSpec()).min_area_m2,
                      simplify_m=cfg.vectorize.simplify_m, shapefile=cfg.vectorize.shapefile)
