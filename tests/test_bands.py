@@ -87,3 +87,19 @@ def test_real_sentinel2_jp2_band_files_stack_by_code(shared_data: Path, tmp_path
     with rasterio.open(files[1]) as ds:  # B02
         np.testing.assert_array_equal(arr[0, :64, :64], ds.read(1, window=((0, 64), (0, 64))))
     assert 500 < attrs["stats"][r.band_names[3]]["mean"] < 6000  # TOA reflectance x10000
+
+
+def test_sentinel2_l2a_band_files_give_codes_and_the_baseline_offset(tmp_path: Path) -> None:
+    """L2A names carry the resolution (``…_B02_10m.jp2``) and live one folder deeper than L1C's."""
+    from unetgeo.io.scene import s2_metadata_offsets
+
+    assert band_code("T33UUU_20240101T100000_B02_10m") == "2"
+    assert band_code("T33UUU_20240101T100000_B8A_20m") == "8A" and band_code("x_10m") is None
+    r10 = tmp_path / "S2B_MSIL2A.SAFE" / "GRANULE" / "L2A_T33UUU" / "IMG_DATA" / "R10m"
+    r10.mkdir(parents=True)
+    (tmp_path / "S2B_MSIL2A.SAFE" / "MTD_MSIL2A.xml").write_text(
+        '<x><BOA_ADD_OFFSET band_id="1">-1000</BOA_ADD_OFFSET><BOA_ADD_OFFSET band_id="11">-1000</BOA_ADD_OFFSET></x>')
+    band = r10 / "T33UUU_20240101T100000_B02_10m.jp2"
+    band.write_bytes(b"")
+    offsets = s2_metadata_offsets(str(band))
+    assert offsets and set(offsets.values()) == {-1000.0}

@@ -48,13 +48,14 @@ CANONICAL = frozenset(v for t in TABLES.values() for v in t.values()) | frozense
 #: Sentinel-2 band order of the product metadata (``band_id`` 0..12 of RADIO_ADD_OFFSET / BOA_ADD_OFFSET).
 S2_BAND_IDS = ("1", "2", "3", "4", "5", "6", "7", "8", "8A", "9", "10", "11", "12")
 
-_CODE = re.compile(r"(?:^|[_\-.\s])(?:SR_|ST_|TOA_)?B(?:AND)?[_\s]?0*(\d{1,2}A?)$", re.IGNORECASE)
+_CODE = re.compile(r"(?:^|[_\-.\s])(?:SR_|ST_|TOA_)?B(?:AND)?[_\s]?0*(\d{1,2}A?)(?:_[126]0m)?$", re.IGNORECASE)
 _S1 = re.compile(r"(?:^|[_\-.\s])(VV|VH|HH|HV)$", re.IGNORECASE)
 
 
 def band_code(name: str) -> str | None:
     """The sensor band code of a band name, zero dropped: ``"T33UUU_…_B02"`` → ``"2"``,
-    ``"B8A"`` → ``"8A"``, ``"SR_B5"`` → ``"5"``, ``"vv"`` → ``"VV"``; None when it has none."""
+    ``"B8A"`` → ``"8A"``, ``"SR_B5"`` → ``"5"``, ``"…_B11_20m"`` (L2A) → ``"11"``, ``"vv"`` → ``"VV"``;
+    None when it has none."""
     s = str(name).strip()
     m = _CODE.search(s) or _CODE.search("_" + s)
     if m:

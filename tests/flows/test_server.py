@@ -232,12 +232,60 @@ def test_scheduled_flood_monitor_runs_unattended(server: Server, tmp_path: Path,
     finally:
         stop.set()
         httpd.shutdown()
+        _patch(f"{api}/deployments/{dep['id']}", {"paused": True})  # the next tests need the worker
     rows = list(csv.DictReader((out_root / "history.csv").open()))
     assert sorted((r["scene_id"].split("-")[0], r["status"]) for r in rows) == [
         ("a_after", "ok"), ("b_after_again", "ok"), ("c_corrupt", "failed")]
     assert all(float(r["flooded_km2"]) > 0 for r in rows if r["status"] == "ok")
     assert "c_corrupt.tif" in next(r["message"] for r in rows if r["status"] == "failed")
     assert len(_Receiver.bodies) == 1 and b"a_after" in _Receiver.bodies[0], _Receiver.bodies
+
+
+def _flow_run_pids(run_id: str) -> list[int]:
+    """Processes whose environment names flow run ``run_id`` (the worker's flow-run subprocess)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (d / "environ").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_killed_flow_run_is_crashed_frees_its_slot_and_resumes(server: Server, tmp_path: Path, pair: dict,
+                                                                  tiny_model: Path, tiny_config: Path) -> None:
+    """kill -9 of the flow-run process: the run becomes Crashed, the deployment's concurrency slot is
+    free again, and the rerun completes with the outputs of an uninterrupted run."""
+    api, env = server.api, server.env
+    out, ref = tmp_path / "run", tmp_path / "uninterrupted"
+    params = ["-p", f"scene={pair['post'].image_uri}", "-p", f"model={tiny_model}", "-p", f"config={tiny_config}"]
+    dep = _get(f"{api}/deployments/name/scene-to-polygons/default")
+    if not any(p.poll() is None for p in server.procs[1:]):
+        server.spawn(["worker", "start", "--pool", "unetgeo-process"], "worker-crash.log")
+    _cli(["deployment", "run", "scene-to-polygons/default", *params, "-p", f"out={out}"], env)
+    run_id = _post(f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}},
+                                                "sort": "EXPECTED_START_TIME_DESC", "limit": 1})[0]["id"]
+    deadline = time.monotonic() + 180
+    while not (pids := _flow_run_pids(run_id)) or _get(f"{api}/flow_runs/{run_id}")["state"]["type"] != "RUNNING":
+        assert time.monotonic() < deadline, "the flow run never started"
+        time.sleep(0.5)
+    time.sleep(3.0)  # into the stages
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert server.wait_state(run_id, timeout_s=150)["type"] == "CRASHED"
+    limit = _get(f"{api}/deployments/{dep['id']}").get("global_concurrency_limit") or {}
+    assert limit.get("active_slots", 0) == 0, limit
+    _cli(["deployment", "run", "scene-to-polygons/default", *params, "-p", f"out={out}"], env)
+    rerun = _post(f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}},
+                                              "sort": "EXPECTED_START_TIME_DESC", "limit": 1})[0]["id"]
+    assert server.wait_state(rerun)["type"] == "COMPLETED"
+    res = subprocess.run([sys.executable, "-m", "unetgeo.cli", "-q", "run", pair["post"].image_uri, "--model",
+                          str(tiny_model), "--config", str(tiny_config), "--out", str(ref)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (out / "classes.tif").read_bytes() == (ref / "classes.tif").read_bytes()
 
 
 def _mask(pair: dict, tmp: Path) -> Path:

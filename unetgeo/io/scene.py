@@ -146,13 +146,13 @@ _S2_OFFSET_XML = re.compile(rb"<(?:BOA|RADIO)_ADD_OFFSET\s+band_id=\"(\d+)\"\s*>
 def s2_metadata_offsets(uri: str) -> dict[str, float]:
     """Sentinel-2 baseline ≥ 04.00 offsets by band code (``{"2": -1000.0, …}``) from the product's
     ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` (RADIO_ADD_OFFSET / BOA_ADD_OFFSET), looked for beside
-    the band file and up to three folders above it (the SAFE layout); empty when there is none."""
+    the band file and up to four folders above it (the SAFE layouts of L1C and L2A); empty when there is none."""
     from unetgeo.bands import S2_BAND_IDS
 
     if is_url(uri):
         return {}
     here = os.path.dirname(os.path.abspath(uri))
-    for _ in range(4):
+    for _ in range(5):  # L1C: SAFE/GRANULE/*/IMG_DATA/B.jp2; L2A: SAFE/GRANULE/*/IMG_DATA/R10m/B.jp2
         for name in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml"):
             path = os.path.join(here, name)
             if os.path.isfile(path):
