@@ -226,3 +226,25 @@ def test_an_empty_scene_warns_and_gives_empty_outputs(tmp_path: Path, tiny_model
         assert (ds.read(1) == 255).all()
     assert sum(len(pyogrio.read_dataframe(out / "polygons.gpkg", layer=str(la)))
                for la in pyogrio.list_layers(out / "polygons.gpkg")[:, 0]) == 0
+
+
+def test_the_reference_scene_is_read_with_the_scenes_band_selection(tmp_path: Path, pair: dict,
+                                                                    tiny_model: Path) -> None:
+    """With --bands picking five of six bands, a six-band reference passes the same selection."""
+    from unetgeo.pipeline import make_run, validate_run
+
+    def six_bands(src: str, dst: Path) -> str:
+        with rasterio.open(src) as ds:
+            data, prof, names = ds.read(), ds.profile, list(ds.descriptions)
+        prof.update(count=6)
+        with rasterio.open(dst, "w", **prof) as out:
+            out.write(np.concatenate([data[:1], data]))  # an extra band first
+            for i, n in enumerate(["coastal", *names], 1):
+                out.set_band_description(i, n)
+        return str(dst)
+
+    scene, ref = six_bands(pair["post"].image_uri, tmp_path / "post6.tif"), six_bands(pair["pre"].image_uri,
+                                                                                      tmp_path / "pre6.tif")
+    plan = validate_run(make_run(scene, str(tiny_model), str(tmp_path / "r"), reference=ref,
+                                 bands="blue,green,red,nir,swir"))
+    assert plan.reference_kind == "scene"

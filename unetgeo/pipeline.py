@@ -175,9 +175,13 @@ def _check_reference(run: SceneRun, info: Any, meta: Any) -> tuple[str | None, l
 
     if not run.reference:
         return None, None
+    from unetgeo.bands import ReadOptions
+    from unetgeo.tiling import scene_info
+
     ref = _check_on_grid(run.reference, info, "reference", _name(run.scene))
-    if ref.count > 1:
-        check_bands(meta, list(ref.band_names), run.reference)
+    if ref.count > 1:  # a scene: read with the same band selection and radiometry as the scene
+        ref = scene_info(run.reference, read=ReadOptions.from_spec(run.config.input))
+        check_bands(meta, list(ref.band_names), run.reference, run.config.input.sensor)
         return "scene", None
     names, _ = read_class_info(run.reference)
     return ("classes", names) if names else ("mask", None)
