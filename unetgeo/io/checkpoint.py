@@ -79,12 +79,6 @@ def warn_legacy(model_dir: str) -> None:
         )
 
 
-def has_checkpoint(model_dir: str) -> bool:
-    """True when ``model_dir/checkpoint.json`` exists (warns about an ignored ``checkpoint.pt``)."""
-    warn_legacy(model_dir)
-    return U.exists(U.join(model_dir, STATE_NAME))
-
-
 def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 

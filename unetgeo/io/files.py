@@ -32,14 +32,6 @@ def is_file(uri: str | os.PathLike) -> bool:
     return bool(fs.isfile(path))
 
 
-def is_dir(uri: str | os.PathLike) -> bool:
-    """True when ``uri`` is an existing folder (or a prefix holding objects)."""
-    if not U.is_url(uri):
-        return U.local_path(uri).is_dir()
-    fs, path = U.fs_for(str(uri))
-    return bool(fs.isdir(path))
-
-
 def list_files(uri: str | os.PathLike) -> list[str]:
     """The files directly inside a folder (or URL prefix), sorted by name; [] when it is absent."""
     if not U.is_url(uri):
@@ -93,4 +85,4 @@ def _immutable(path: Path) -> bool:
     return False
 
 
-__all__ = ["check_output_dir", "is_dir", "is_file", "list_files", "mtime_ns", "read_text"]
+__all__ = ["check_output_dir", "is_file", "list_files", "mtime_ns", "read_text"]
