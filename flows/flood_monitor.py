@@ -14,7 +14,7 @@ import re
 from prefect import flow, get_run_logger
 
 from flows.scene_to_polygons import library_logs, publish_artifacts
-from flows.tasks import prefect_runner
+from flows.tasks import prefect_runner, stage_task
 
 
 def site_key(out_root: str) -> str:
@@ -42,25 +42,23 @@ def flood_monitor(inbox: str, reference: str, model: str, out_root: str, config:
                   dask_address: str | None = None, alert_block: str | None = None,
                   alert_flooded_km2: float | None = None, alert_growth_km2: float | None = None,
                   stac_search: dict | None = None) -> dict:
-    """Process the new scenes of ``inbox``; returns ``{"rows": [history rows], "pending": n left}``."""
+    """Process the new scenes of ``inbox``, up to ``max_scenes`` of them at once (each a task; with
+    ``dask_address`` their chunks share the cluster); returns ``{"rows": [history rows], "pending": n left}``."""
     from unetgeo import monitor
 
     with library_logs():
         todo = monitor.pending_scenes(inbox, out_root, pattern, stable_s=stable_s, stac_search=stac_search)
         get_run_logger().info("%d new complete scene(s) in %s", len(todo), inbox)
-        opts = {"device": device, "dask_address": dask_address}
-        rows = []
-        if todo:
-            ref = monitor.reference_classes(reference, model, out_root, config=config, runner=prefect_runner, **opts)
-        for scene in todo[:max_scenes]:
-            row = monitor.append_history(out_root, monitor.process_scene(
-                scene, reference=ref, reference_source=reference, model=model, out_root=out_root, config=config,
-                runner=prefect_runner, **opts))
-            rows.append(row)
-            reason = monitor.alert_reason(row, flooded_over_km2=alert_flooded_km2, growth_over_km2=alert_growth_km2)
-            if reason:
-                send_alert(alert_block, reason)
-        history = monitor.read_history(out_root)
+        opts = {"device": device, "dask_address": dask_address, "model": model, "out_root": out_root,
+                "config": config, "runner": prefect_runner}
+        ref = monitor.reference_classes(reference, **opts) if todo else reference
+        process = stage_task("process-scene", monitor.process_scene)
+        futures = [process.with_options(task_run_name=f"scene-{s.scene_id}").submit(
+            s, reference=ref, reference_source=reference, **opts) for s in todo[:max_scenes]]
+        rows = [monitor.append_history(out_root, f.result()) for f in futures]  # in inbox order, one writer
+        for reason in filter(None, (monitor.alert_reason(r, flooded_over_km2=alert_flooded_km2,
+                                                         growth_over_km2=alert_growth_km2) for r in rows)):
+            send_alert(alert_block, reason)
         publish_artifacts({}, key=site_key(out_root), title=f"flood-monitor {out_root}",
-                          markdown=monitor.history_markdown(history, f"flood-monitor {out_root}"))
+                          markdown=monitor.history_markdown(monitor.read_history(out_root), f"flood-monitor {out_root}"))
         return {"rows": rows, "pending": max(0, len(todo) - max_scenes)}

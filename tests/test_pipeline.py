@@ -248,3 +248,19 @@ def test_the_reference_scene_is_read_with_the_scenes_band_selection(tmp_path: Pa
     plan = validate_run(make_run(scene, str(tiny_model), str(tmp_path / "r"), reference=ref,
                                  bands="blue,green,red,nir,swir"))
     assert plan.reference_kind == "scene"
+
+
+def test_bands_picked_by_number_from_an_undescribed_file_pass_predict(tmp_path: Path, pair: dict,
+                                                                      tiny_model: Path) -> None:
+    """Generic b1..bN names selected by number are the model's bands in order, in validation and in predict."""
+    from unetgeo.pipeline import make_run, predict_scene
+
+    with rasterio.open(pair["post"].image_uri) as ds:
+        data, prof = ds.read(), ds.profile
+    bare = tmp_path / "bare.tif"
+    prof.update(count=6)
+    with rasterio.open(bare, "w", **prof) as out:  # no band descriptions, an extra last band
+        out.write(np.concatenate([data, data[:1]]))
+    r = predict_scene(make_run(str(bare), str(tiny_model), str(tmp_path / "r"), bands="1,2,3,4,5", tile_px=64,
+                               halo_px=16, device="cpu"))
+    assert r["predict"].n_chunks == 4 and Path(r["stitch"].classes_uri).exists()

@@ -354,7 +354,7 @@ def _probs_writer(tiles, tiles_uri: str, model_dir: str, out_uri: str, spec: Inf
     attrs = dict(tiles.attrs)
     grid = Grid.from_attrs(attrs)
     meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
-    check_bands(meta, list(attrs.get("canonical_bands") or attrs["band_names"]), tiles_uri)
+    check_bands(meta, list(attrs["band_names"]), tiles_uri, attrs.get("sensor"))  # as validate_run checks them
     settings = {
         "halo_px": spec.halo_px, "scales": list(spec.scales), "flips": spec.flips, "d4": spec.d4,
         "scale_weights": None if spec.scale_weights is None else list(spec.scale_weights),
