@@ -56,8 +56,6 @@ class RealScene:
             model's band order (``blue green red nir swir``; SAR: ``vv vh``).
         sar: a radar scene (VV baseline instead of the optical indices).
         point_attr: point labels: the class attribute; the raster value is ``class + 1``.
-        describe: band descriptions for a file that has none (the scene is read from a copy that
-            carries them, see :func:`scene_uris`).
     """
 
     name: str
@@ -69,7 +67,6 @@ class RealScene:
     options: Mapping[str, Any] = field(default_factory=dict)
     sar: bool = False
     point_attr: str | None = None
-    describe: tuple[str, ...] | None = None
 
 
 _S2_BANDS = "B2,B3,B4,B8,B11"
@@ -83,13 +80,10 @@ SCENES: tuple[RealScene, ...] = (
               water=(1,), forest=(2,), options={"bands": _S2_BANDS, "scale": (10000.0,), "offset": (-1000.0,)}),
     RealScene("scikit-eo", "scikit-eo_L8SR_porto_velho", ("LC08_232066_20190727.tif",),
               "endmembers_points_epsg32620.geojson", water=(1,), forest=(3,),
-              options={"bands": "SR_B2,SR_B3,SR_B4,SR_B5,SR_B6", "nodata": -9999.0}, point_attr="class",
-              describe=tuple(f"SR_B{k}" for k in range(2, 8))),
+              options={"bands": "1,2,3,4,5", "nodata": -9999.0}, point_attr="class"),
 )
-"""The labelled scenes. scikit-eo's file holds B2..B7 as bands 1..6 without descriptions; it is read
-from a copy that names them ``SR_B2..SR_B7``, because a selection by number (``--bands 1,2,3,4,5``)
-keeps the generic names ``b1..b5``, which the predict stage reads as Sentinel-2 codes (``b1`` =
-coastal) and refuses. Its point classes 0 water, 2 forest become raster values 1 and 3."""
+"""The labelled scenes. scikit-eo's file holds B2..B7 as bands 1..6 without descriptions: bands 1..5
+(blue..swir) are selected by number. Its point classes 0 water, 2 forest become raster values 1 and 3."""
 
 
 # -- scoring (pure) ---------------------------------------------------------------------------
@@ -186,22 +180,9 @@ def baseline_masks(bands: np.ndarray, valid: np.ndarray, sar: bool = False) -> d
 
 
 # -- reading (through the library) ------------------------------------------------------------
-def scene_uris(spec: RealScene, root: Path, work: Path) -> list[str]:
-    """The scene's file paths (a band stack when several); with ``describe``, a described copy in ``work``."""
-    paths = [root / spec.folder / f for f in spec.files]
-    if spec.describe is None:
-        return [str(p) for p in paths]
-    import rasterio
-
-    out = work / f"{paths[0].stem}_described.tif"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(paths[0]) as src:
-            profile, data = src.profile, src.read()
-        with rasterio.open(out, "w", **profile) as dst:
-            dst.write(data)
-            dst.descriptions = spec.describe
-    return [str(out)]
+def scene_uris(spec: RealScene, root: Path) -> list[str]:
+    """The scene's file paths (a band stack when several)."""
+    return [str(root / spec.folder / f) for f in spec.files]
 
 
 def read_bands(spec: RealScene, root: Path, work: Path) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -213,7 +194,7 @@ def read_bands(spec: RealScene, root: Path, work: Path) -> tuple[np.ndarray, np.
     o = spec.options
     read = ReadOptions(bands=tuple(parse_bands(o.get("bands")) or ()) or None, sensor=o.get("sensor"),
                        nodata=o.get("nodata"), scale=o.get("scale"), offset=o.get("offset"))
-    t = make_tiles(scene_uris(spec, root, work), str(work / "tiles.zarr"), read=read)
+    t = make_tiles(scene_uris(spec, root), str(work / "tiles.zarr"), read=read)
     tiles = open_store(t.tiles_uri)
     return np.asarray(tiles[:], np.float32), np.asarray(open_store(t.valid_uri)[:], bool), store_grid(tiles)
 
@@ -245,7 +226,7 @@ def model_water(spec: RealScene, root: Path, model_dir: str, work: Path, device:
     from unetgeo.pipeline import make_run, predict_scene
 
     names = [c["name"] if isinstance(c, dict) else str(c) for c in read_meta(model_dir)["classes"]]
-    run = make_run(scene_uris(spec, root, work), model_dir, str(work / "run"), device=device, **spec.options)
+    run = make_run(scene_uris(spec, root), model_dir, str(work / "run"), device=device, **spec.options)
     out = predict_scene(run)
     with rasterio.open(out["stitch"].classes_uri) as ds:
         classes = ds.read(1)
