@@ -249,6 +249,41 @@ def test_dissolve_equals_geos_union(mask, cut):
     assert got.equals(shapely.union_all(pieces)) and got.area == obj.sum()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    cls=st.integers(2, 40).flatmap(lambda h: st.integers(2, 40).flatmap(
+        lambda w: arrays(np.uint8, (h, w), elements=st.integers(0, 2)))),
+    cut=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+)
+def test_dissolve_groups_many_objects_at_once(cls, cut):
+    """Batched dissolve of all objects of several classes == GEOS union of each object, valid."""
+    from unetgeo.io.vector import polygonize_labels
+    from unetgeo.merge import dissolve_groups
+
+    pieces, group, count = [], [], []
+    for c in range(3):
+        lab, k = ndimage.label(cls == c)
+        base = len(count)
+        count.extend(np.bincount(lab.ravel(), minlength=k + 1)[1:])
+        for r in range(0, cls.shape[0], cut[0]):
+            for col in range(0, cls.shape[1], cut[1]):
+                blk = lab[r : r + cut[0], col : col + cut[1]]
+                sub, n = ndimage.label(blk > 0)
+                if n:
+                    polys, ids = polygonize_labels(sub.astype(np.int32), r, col)
+                    gid = np.zeros(n + 1, np.int64)
+                    gid[sub.ravel()] = blk.ravel()
+                    pieces.extend(polys)
+                    group.extend(base + gid[ids] - 1)
+    pieces, group = np.array(pieces, dtype=object), np.array(group)
+    got, ok = dissolve_groups(pieces, group, np.array(count), cut)
+    assert ok.all()
+    assert shapely.is_valid(got).all(), [shapely.is_valid_reason(g) for g in got if not g.is_valid]
+    assert (shapely.area(got) == count).all()
+    want = np.array([shapely.union_all(pieces[group == g]) for g in range(len(count))], dtype=object)
+    assert shapely.equals(got, want).all()
+
+
 def _blobs(h, w, seed=0):
     rng = np.random.default_rng(seed)
     f = ndimage.gaussian_filter(rng.normal(size=(h // 4 + 1, w // 4 + 1)), 2)
@@ -335,6 +370,39 @@ def test_threads_do_not_change_the_output(tmp_path):
         res = vectorize(cu, str(tmp_path / f"p{n}.gpkg"), shapefile=False, block_px=32, n_threads=n)
         outs.append(pd_concat(res.out_uri))
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("nodata_hole", [False, True])
+def test_class_path_equals_label_path(tmp_path, nodata_hole):
+    """Without a confidence raster GDAL labels the classes; the polygons equal the ndimage-label path's."""
+    arr = ndimage.median_filter(np.random.default_rng(7).integers(0, 4, (150, 170)).astype(np.uint8), 3)
+    if nodata_hole:
+        arr[40:90, 30:33] = 255
+        arr[100:101, :] = 255
+    cu = write_raster(tmp_path / "c.tif", arr)
+    fu = write_raster(tmp_path / "f.tif", np.full(arr.shape, 50, np.uint8))
+    by_class = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
+    by_label = vectorize(cu, str(tmp_path / "b.gpkg"), confidence_uri=fu, shapefile=False, block_px=32)
+    assert by_class.n_merged > 10 and by_class.counts == by_label.counts
+    assert pd_concat(by_class.out_uri) == pd_concat(by_label.out_uri)
+
+
+def test_write_buffer_is_bounded_by_vertices(tmp_path, monkeypatch):
+    """A few huge polygons are written in several batches too (memory set by vertices, not polygon count)."""
+    import unetgeo.vectorize as vec
+    from unetgeo.io.vector import PolygonWriter
+
+    arr = ndimage.median_filter(np.random.default_rng(3).integers(0, 3, (128, 128)).astype(np.uint8), 3)
+    cu = write_raster(tmp_path / "c.tif", arr)
+    writes = []
+    real = PolygonWriter.write
+    monkeypatch.setattr(PolygonWriter, "write", lambda self, layer, t: (writes.append(t.num_rows), real(self, layer, t)))
+    one = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
+    n_default = len(writes)
+    monkeypatch.setattr(vec, "SINK_VERTICES", 200)
+    many = vectorize(cu, str(tmp_path / "b.gpkg"), shapefile=False, block_px=32)
+    assert n_default <= 3 and len(writes) - n_default > 10
+    assert pd_concat(one.out_uri) == pd_concat(many.out_uri)
 
 
 def pd_concat(uri):

@@ -68,6 +68,12 @@ class AreaModel:
     def to_map(self, pixel_geoms: np.ndarray) -> np.ndarray:
         """Polygons in ``(col, row)`` pixel coordinates -> map coordinates (``x = c + a*col``, ``y = f + e*row``)."""
         a, b, c, d, e, f = self.grid.transform
-        m = np.array([[a, d], [b, e]])
-        off = np.array([c, f])
-        return shapely.transform(pixel_geoms, lambda xy: xy @ m + off)
+
+        def affine(xy: np.ndarray) -> np.ndarray:  # column-wise: several times faster than ``xy @ m``
+            col, row = xy[:, 0], xy[:, 1]
+            out = np.empty_like(xy)
+            out[:, 0] = a * col + b * row + c
+            out[:, 1] = d * col + e * row + f
+            return out
+
+        return shapely.transform(pixel_geoms, affine)

@@ -3,17 +3,19 @@
 :class:`BorderMerge` keeps the pieces of objects that touch an internal block border, the pairs
 of pieces that face each other across a border with the same class, and the piece ids on the
 border to the next block row. After each block row, the groups of pieces (connected components
-of the pairs graph, ``scipy.sparse.csgraph``) with no piece on that border are complete: their
-pieces are dissolved per class in one GEOS coverage union (shared borders densified to unit
-vertices), and each group's pixel count, confidence sum / count / max are summed. Every merged
-polygon's area is checked against its pixel count; a group that fails the check is dissolved
-alone by cancelling shared unit edges (:func:`dissolve_pixel_polygons`), then GEOS unions.
+of the pairs graph, ``scipy.sparse.csgraph``) with no piece on that border are complete. All of
+them are dissolved at once by :func:`dissolve_groups`, in numpy, without GEOS overlays: ring
+edges on block-border lines are split into unit edges, every unit edge whose reverse belongs to
+the same group is cancelled (a shared border), and the surviving stretches are relinked into
+rings (right turn where pieces of one object touch diagonally); holes need no point-in-polygon
+test because a group has exactly one shell. Each group's pixel count, confidence sum / count /
+max are summed. Every merged polygon's area is checked against its pixel count; a group that
+fails the check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -25,6 +27,9 @@ from scipy.sparse.csgraph import connected_components
 from unetgeo.grid import Window
 
 log = logging.getLogger(__name__)
+
+#: Vertices dissolved at once (groups are batched up to this; a larger group goes alone).
+CHUNK_VERTICES = 1_000_000
 
 
 @dataclass
@@ -198,93 +203,270 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int]) -> 
     single = size[group] == 1
     geoms[group[single]] = p.geom[single]
     multi = ~single
-    for c in np.unique(p.class_id[multi]):
-        sel = multi & (p.class_id == c)
-        _union_class(p.geom[sel], group[sel], count, geoms, steps)
+    nv = np.bincount(group[multi], weights=shapely.get_num_coordinates(p.geom[multi]), minlength=ng)
+    chunk = np.zeros(ng, dtype=np.int64)
+    chunk[size > 1] = np.cumsum(nv[size > 1]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
+    for ch in np.unique(chunk[group[multi]]):
+        sel = multi & (chunk[group] == ch)
+        gids, local = np.unique(group[sel], return_inverse=True)
+        merged, ok = dissolve_groups(p.geom[sel], local, count[gids], steps)
+        geoms[gids[ok]] = merged[ok]
+        for g in gids[~ok]:
+            log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[g])
+            parts = union_pixel_polygons(list(p.geom[group == g]))
+            if len(parts) != 1:
+                log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
+                parts = parts[np.argsort(shapely.area(parts))[::-1]]
+            geoms[g] = parts[0]
     return PolygonBatch(cls, geoms, count, csum, cn, cmax)
 
 
-def _union_class(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, out: np.ndarray,
-                 steps: tuple[int, int]) -> None:
-    """Dissolve the pieces of several groups at once (one GEOS coverage union per group, in C); fill ``out``.
-
-    Groups are bucketed by piece count into ``(groups, pieces)`` arrays padded with None, and
-    ``coverage_union_all(axis=1)`` unions each row. Each result's area must equal its group's
-    pixel count and be one polygon, else that group is dissolved alone.
-    """
-    dense = densify_on_borders(pieces, steps)
-    order = np.argsort(group, kind="stable")
-    groups, start, size = np.unique(group[order], return_index=True, return_counts=True)
-    rank = np.arange(len(order)) - np.repeat(start, size)
-    bucket = np.ceil(np.log2(size)).astype(np.int64)
-    ok = np.zeros(len(groups), dtype=bool)
-    for bk in np.unique(bucket):
-        gi = np.flatnonzero(bucket == bk)
-        table = np.full((len(gi), int(size[gi].max())), None, dtype=object)
-        row = np.repeat(np.arange(len(gi)), size[gi])
-        in_bucket = np.isin(group[order], groups[gi])  # pieces of these groups, group by group
-        table[row, rank[in_bucket]] = dense[order[in_bucket]]
-        try:
-            merged = drop_collinear(shapely.coverage_union_all(table, axis=1))
-        except shapely.errors.GEOSException as e:
-            log.debug("coverage union failed (%s); dissolving group by group", e)
-            continue
-        good = (shapely.get_type_id(merged) == 3) & (shapely.area(merged) == count[groups[gi]])
-        out[groups[gi[good]]] = merged[good]
-        ok[gi[good]] = True
-    for g in groups[~ok]:
-        merged = union_pixel_polygons(list(pieces[group == g]))
-        if len(merged) != 1:
-            log.warning("a merged object split into %d parts; keeping the largest outline", len(merged))
-            merged = merged[np.argsort(shapely.area(merged))[::-1]]
-        out[g] = merged[0]
+# -- batched exact dissolve: cancel shared unit edges, relink the rest --------------------------
 
 
 def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xy (m, 2), ring of each vertex (m,), polygon of each ring (r,))``; closing vertices dropped."""
+    """``(xy (m, 2) int64, ring of each vertex (m,), polygon of each ring (r,))``; closing vertices dropped."""
     rings, poly_of = shapely.get_rings(geoms, return_index=True)
     xy, ring_of = shapely.get_coordinates(rings, return_index=True)
     last = np.r_[ring_of[1:] != ring_of[:-1], True]
-    return xy[~last], ring_of[~last], poly_of
-
-
-def _rebuild(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.ndarray:
-    return shapely.polygons(shapely.linearrings(xy, indices=ring_of), indices=poly_of)
+    return np.rint(xy[~last]).astype(np.int64), ring_of[~last], poly_of
 
 
 def _next_in_ring(ring_of: np.ndarray) -> np.ndarray:
-    """Index of the next vertex of the same (cyclic) ring."""
+    """Index of the next vertex of the same (cyclic) ring; ``ring_of`` sorted."""
     nxt = np.arange(1, len(ring_of) + 1)
     ends = np.flatnonzero(np.r_[ring_of[1:] != ring_of[:-1], True])
-    starts = np.r_[0, ends[:-1] + 1]
-    nxt[ends] = starts
+    nxt[ends] = np.r_[0, ends[:-1] + 1]
     return nxt
 
 
-def densify_on_borders(geoms: np.ndarray, steps: tuple[int, int]) -> np.ndarray:
-    """Polygons with a vertex at every integer point of their edges on block borders (vectorised).
+def _ring_area2(xy: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
+    """Twice the signed area of every ring (shoelace; positive = counter-clockwise in ``(x, y)``)."""
+    n = xy[_next_in_ring(ring_of)]
+    return np.bincount(ring_of, weights=xy[:, 0] * n[:, 1] - n[:, 0] * xy[:, 1], minlength=n_rings)
 
-    Edges on the lines ``row = k * steps[0]`` or ``col = k * steps[1]`` are the only ones two
-    pieces can share; GEOS's coverage union needs the same vertices on both sides.
-    """
-    xy, ring_of, poly_of = _ring_coords(geoms)
+
+def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.ndarray:
+    """``xy`` with every shell counter-clockwise and every hole clockwise (rings reversed in place)."""
+    is_shell = np.r_[True, poly_of[1:] != poly_of[:-1]]
+    flip = (_ring_area2(xy, ring_of, len(poly_of)) > 0) != is_shell
+    if not flip.any():
+        return xy
+    start = np.r_[0, np.flatnonzero(ring_of[1:] != ring_of[:-1]) + 1]
+    length = np.diff(np.r_[start, len(ring_of)])
+    idx = np.arange(len(ring_of))
+    s = start[ring_of]
+    return xy[np.where(flip[ring_of], 2 * s + length[ring_of] - 1 - idx, idx)]
+
+
+def _densified(xy: np.ndarray, ring_of: np.ndarray, steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rings with a vertex at every integer point of their edges on block-border lines (the only shared ones)."""
     d = xy[_next_in_ring(ring_of)] - xy
     on = ((d[:, 0] == 0) & (xy[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (xy[:, 1] % steps[0] == 0))
-    n = np.where(on, np.abs(d).sum(axis=1), 1).astype(np.int64)
+    n = np.where(on, np.abs(d).sum(axis=1), 1)
     seg = np.repeat(np.arange(len(xy)), n)
     k = np.arange(seg.size) - np.repeat(np.cumsum(n) - n, n)
-    return _rebuild(xy[seg] + np.sign(d[seg]) * k[:, None], ring_of[seg], poly_of)
+    return xy[seg] + np.sign(d[seg]) * k[:, None], ring_of[seg]
 
 
-def drop_collinear(geoms: np.ndarray) -> np.ndarray:
-    """Polygons without the vertices that lie on the straight line through their neighbours (vectorised)."""
-    xy, ring_of, poly_of = _ring_coords(geoms)
+def _pack(*cols: np.ndarray) -> np.ndarray:
+    """One int64 per row of non-negative integer columns, equal exactly where the rows are equal."""
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    span = 1
+    for c in cols:
+        m = int(c.max()) + 1 if len(c) else 1
+        if span * m >= 2**62:  # renumber the rows seen so far densely
+            key = np.unique(key, return_inverse=True)[1].astype(np.int64).ravel()
+            span = int(key.max()) + 1
+        key, span = key * m + c, span * m
+    return key
+
+
+def _vertex_keys(ga: np.ndarray, a: np.ndarray, gb: np.ndarray, b: np.ndarray,
+                 extra: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Comparable keys of ``(group, vertex[, code])`` for the groups ``ga``, ``gb`` and vertices ``a``, ``b`` (``(k, 2)``)."""
+    xy = np.concatenate([a, b])
+    xy = xy - xy.min(axis=0) if len(xy) else xy
+    cols = [np.concatenate([ga, gb]), xy[:, 0], xy[:, 1]]
+    if extra is not None:
+        cols.append(np.concatenate(extra))
+    key = _pack(*cols)
+    return key[: len(a)], key[len(a):]
+
+
+def _links(S: np.ndarray, E: np.ndarray, g: np.ndarray, ends: np.ndarray, starts: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """For each run-end edge, the run-start edge at its end vertex (right turn where two start there).
+
+    Returns:
+        ``(link (k,) edge index or -1, bad (k,) bool)``.
+    """
+    ks, ke = _vertex_keys(g[starts], S[starts], g[ends], E[ends])
+    order = np.argsort(ks, kind="stable")
+    lo = np.searchsorted(ks[order], ke, "left")
+    n = np.searchsorted(ks[order], ke, "right") - lo
+    link = np.full(len(ends), -1, dtype=np.int64)
+    one = n == 1
+    link[one] = starts[order[lo[one]]]
+    two = np.flatnonzero(n == 2)
+    if len(two):
+        din = np.sign(E[ends[two]] - S[ends[two]])
+        a, b = starts[order[lo[two]]], starts[order[lo[two] + 1]]
+        da, db = np.sign(E[a] - S[a]), np.sign(E[b] - S[b])
+        ra = din[:, 0] * da[:, 1] - din[:, 1] * da[:, 0] < 0
+        rb = din[:, 0] * db[:, 1] - din[:, 1] * db[:, 0] < 0
+        link[two[ra & ~rb]] = a[ra & ~rb]
+        link[two[rb & ~ra]] = b[rb & ~ra]
+    return link, link < 0
+
+
+def _cancel_shared(S: np.ndarray, E: np.ndarray, g: np.ndarray, steps: tuple[int, int]) -> np.ndarray:
+    """Bool per edge: a unit edge on a block-border line whose reverse is an edge of the same group."""
+    d = E - S
+    cand = np.flatnonzero(((d[:, 0] == 0) & (S[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (S[:, 1] % steps[0] == 0)))
+    code = np.select([d[cand, 0] == 1, d[cand, 1] == 1, d[cand, 0] == -1], [0, 1, 2], 3)
+    k_self, k_twin = _vertex_keys(g[cand], S[cand], g[cand], E[cand], (code, (code + 2) % 4))
+    cancel = np.zeros(len(S), dtype=bool)
+    cancel[cand[np.isin(k_twin, k_self)]] = True
+    return cancel
+
+
+def _list_rank(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cycles of the permutation ``succ``: ``(cycle id, position in cycle)`` of every element."""
+    n = len(succ)
+    if not n:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, cyc = connected_components(coo_matrix((np.ones(n, dtype=np.int8), (np.arange(n), succ)), shape=(n, n)),
+                                  directed=False)
+    head = np.full(cyc.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(head, cyc, np.arange(n))
+    last = succ == head[cyc]  # the element before the head ends the chain
+    dist = np.where(last, 0, 1)
+    ptr = np.where(last, np.arange(n), succ)
+    while not last[ptr].all():
+        dist, ptr = dist + dist[ptr], ptr[ptr]
+    size = np.bincount(cyc)
+    return cyc, size[cyc] - 1 - dist
+
+
+def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.ndarray, cancel: np.ndarray,
+                    steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rings of the surviving edges: ``(vertex xy, ring of each vertex, group of each ring, bad groups' edges)``.
+
+    Stretches of surviving edges (runs) keep their order; a run ending where its next edge was
+    cancelled, or at a vertex where two surviving edges start (pixels touching diagonally), is
+    joined to the run starting at its end vertex (the right turn at such a vertex).
+    """
     nxt = _next_in_ring(ring_of)
     prv = np.empty_like(nxt)
     prv[nxt] = np.arange(len(nxt))
+    surv = np.flatnonzero(~cancel)
+    key = _vertex_keys(g[surv], S[surv], g[:0], S[:0])[0]
+    ks = np.sort(key)
+    twice = ks[1:][ks[1:] == ks[:-1]]
+    pinch = np.zeros(len(S), dtype=bool)
+    if len(twice):  # pieces of one object touching diagonally (anywhere, also inside a block)
+        pinch[surv] = np.isin(key, twice)
+    surv = ~cancel
+    run_start = surv & (cancel[prv] | pinch)
+    run_end = surv & (cancel[nxt] | run_start[nxt])
+    ends, starts = np.flatnonzero(run_end), np.flatnonzero(run_start)
+    link, bad = _links(S, E, g, ends, starts)
+    broken = np.zeros(ring_of.max() + 1 if len(ring_of) else 0, dtype=bool)
+    broken[ring_of[starts]] = True
+    # runs, in ring order from each broken ring's first run start
+    first = np.full(len(broken), len(S), dtype=np.int64)
+    np.minimum.at(first, ring_of[starts], starts)
+    rstart = np.flatnonzero(np.r_[True, ring_of[1:] != ring_of[:-1]])
+    rlen = np.diff(np.r_[rstart, len(ring_of)])
+    idx = np.flatnonzero(surv & broken[ring_of])
+    r = ring_of[idx]
+    rot = (idx - first[r]) % rlen[r]
+    idx = idx[np.lexsort((rot, r))]
+    run_of = np.cumsum(run_start[idx]) - 1
+    run_id = np.full(len(S), -1, dtype=np.int64)
+    run_id[idx] = run_of
+    n_runs = len(starts)
+    succ = np.arange(n_runs)
+    badg = np.unique(g[ends[bad]])
+    ok_end = ~bad & ~np.isin(g[ends], badg)
+    succ[run_id[ends[ok_end]]] = run_id[link[ok_end]]
+    if len(np.unique(succ)) != n_runs:  # two runs joined to one: refuse those groups
+        dup = np.flatnonzero(np.bincount(succ, minlength=n_runs) > 1)
+        badg = np.union1d(badg, g[starts[np.isin(run_id[starts], dup)]])
+        succ = np.where(np.isin(g[starts[np.argsort(run_id[starts])]], badg), np.arange(n_runs), succ)
+    cyc, pos = _list_rank(succ)
+    run_of_cycle = cyc[run_of]
+    order = np.lexsort((np.arange(len(idx)), pos[run_of], run_of_cycle))
+    whole = np.flatnonzero(surv & ~broken[ring_of])
+    n_cyc = cyc.max() + 1 if n_runs else 0
+    xy = np.concatenate([S[idx[order]], S[whole]])
+    _, wr = np.unique(ring_of[whole], return_inverse=True)
+    ring = np.concatenate([run_of_cycle[order], n_cyc + wr.ravel()])
+    grp = np.concatenate([g[idx[order]], g[whole]])
+    return xy, ring, grp, badg
+
+
+def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, steps: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Union of the pieces of many pixel objects at once, exactly, in numpy (no GEOS overlay).
+
+    Args:
+        pieces: ``(n,)`` pixel-edge polygons (integer ``(col, row)`` coordinates) from blocks whose
+            borders lie on multiples of ``steps`` (rows, cols); pieces of a group share edges only there.
+        group: ``(n,)`` group of each piece, ``0..k-1`` (one 4-connected object per group).
+        count: ``(k,)`` pixels of each group.
+
+    Returns:
+        ``(polygons (k,), ok (k,) bool)``: ok where the group came out as one polygon whose area
+        equals its pixel count (the others are None, for the caller's fallback).
+    """
+    k = len(count)
+    xy, ring_of, poly_of = _ring_coords(pieces)
+    xy = _oriented(xy, ring_of, poly_of)
+    xy, ring_of = _densified(xy, ring_of, steps)
+    S, E = xy, xy[_next_in_ring(ring_of)]
+    g = group[poly_of[ring_of]]
+    cancel = _cancel_shared(S, E, g, steps)
+    xy, ring, grp, badg = _relinked_rings(S, E, g, ring_of, cancel, steps)
+    order = np.argsort(ring, kind="stable")
+    xy, ring, grp = xy[order], ring[order], grp[order]
+    keep = _not_collinear(xy, ring)
+    xy, ring, grp = xy[keep], ring[keep], grp[keep]
+    _, ring = np.unique(ring, return_inverse=True)
+    ring = ring.ravel()
+    n_r = int(ring.max()) + 1 if len(ring) else 0
+    ring_grp = np.zeros(n_r, dtype=np.int64)
+    ring_grp[ring] = grp
+    nv = np.bincount(ring, minlength=n_r)
+    a2 = _ring_area2(xy, ring, n_r)
+    shell = a2 > 0
+    ok = (np.bincount(ring_grp[shell], minlength=k) == 1) & (np.bincount(ring_grp, weights=a2, minlength=k) == 2 * count)
+    ok[badg] = False
+    ok &= np.bincount(ring_grp[nv < 3], minlength=k) == 0
+    out = np.full(k, None, dtype=object)
+    if not ok.any():
+        return out, ok
+    use = ok[ring_grp]
+    rorder = np.lexsort((~shell[use], ring_grp[use]))  # each group's shell first, then its holes
+    rid = np.flatnonzero(use)[rorder]
+    new = np.full(n_r, -1, dtype=np.int64)
+    new[rid] = np.arange(len(rid))
+    vsel = np.flatnonzero(use[ring])
+    vorder = vsel[np.argsort(new[ring[vsel]], kind="stable")]
+    rings = shapely.linearrings(xy[vorder].astype(np.float64), indices=new[ring[vorder]])
+    gids, gidx = np.unique(ring_grp[rid], return_inverse=True)
+    out[gids] = shapely.polygons(rings, indices=gidx.ravel())
+    return out, ok
+
+
+def _not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Bool per vertex (``ring`` sorted): not on the straight line through its ring neighbours."""
+    nxt = _next_in_ring(ring)
+    prv = np.empty_like(nxt)
+    prv[nxt] = np.arange(len(nxt))
     a, b = xy - xy[prv], xy[nxt] - xy
-    keep = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] != 0
-    return _rebuild(xy[keep], ring_of[keep], poly_of)
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] != 0
 
 
 # -- exact dissolve of one object's pieces (fallback) -----------------------------------------
@@ -319,129 +501,20 @@ def _map_rings(poly: shapely.Polygon, fn) -> shapely.Polygon:
     return shapely.Polygon(fn(np.asarray(poly.exterior.coords)), [fn(np.asarray(r.coords)) for r in poly.interiors])
 
 
-def _signed_area2(xy: np.ndarray) -> float:
-    """Twice the signed area of a closed ring (positive: counter-clockwise, y up)."""
-    x, y = xy[:-1, 0], xy[:-1, 1]
-    x1, y1 = xy[1:, 0], xy[1:, 1]
-    return float((x * y1 - x1 * y).sum())
-
-
 def dissolve_pixel_polygons(geoms: Sequence[shapely.Polygon]) -> shapely.Polygon | None:
-    """Union of pieces of one 4-connected pixel object by cancelling their shared unit edges.
-
-    Linear in the total perimeter: every ring is oriented (shells counter-clockwise, holes
-    clockwise), split into unit edges, and each edge whose reverse also occurs (a border shared by
-    two pieces) is removed with its twin. The surviving stretches of the original rings are chained
-    end to start into the rings of the union; where two stretches start at the same vertex (object
-    pixels touching only diagonally) the right turn is taken, so the two non-object corners at
-    that vertex end up in different rings that touch at the vertex (shell and hole, or two holes),
-    the valid OGC form that GDAL's polygonize also produces. Collinear vertices are dropped.
+    """Union of the pieces of one 4-connected pixel object, cut anywhere: :func:`dissolve_groups`
+    with every grid line a possible seam.
 
     Returns:
-        The union, or None when the pieces do not form one polygon this way (the caller falls
+        The union, or None when the pieces do not form one polygon that way (the caller falls
         back to GEOS).
     """
-    closed, runs = _surviving_runs(geoms)
-    if runs:
-        chained = _chain_runs(runs)
-        if chained is None:
-            return None
-        closed.extend(chained)
-    shells, holes = [], []
-    for r in closed:
-        r = _ring_drop_collinear(r)
-        if len(r) < 4:
-            return None
-        (shells if _signed_area2(r) > 0 else holes).append(r)
-    if len(shells) != 1:
+    pieces = np.array(list(geoms), dtype=object)
+    if not len(pieces):
         return None
-    return shapely.Polygon(shells[0].astype(np.float64), [h.astype(np.float64) for h in holes])
-
-
-def _surviving_runs(geoms: Sequence[shapely.Polygon]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Unit edges of the oriented rings minus the shared ones: whole rings left and open runs."""
-    from shapely.geometry.polygon import orient
-
-    rings: list[np.ndarray] = []
-    for g in geoms:
-        g = orient(g, 1.0)
-        for r in (g.exterior, *g.interiors):
-            rings.append(_ring_unit_vertices(np.rint(np.asarray(r.coords)).astype(np.int64)))
-    lens = np.array([len(r) - 1 for r in rings])
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    S = np.concatenate([r[:-1] for r in rings])
-    E = np.concatenate([r[1:] for r in rings])
-    D = E - S
-    code = np.select([D[:, 0] == 1, D[:, 1] == 1, D[:, 0] == -1], [0, 1, 2], 3)
-    lo = S.min(axis=0)
-    span_y = int(S[:, 1].max() - lo[1]) + 2
-
-    def key(P: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return ((P[:, 0] - lo[0]) * span_y + (P[:, 1] - lo[1])) * 4 + c
-
-    cancel = np.isin(key(E, (code + 2) % 4), key(S, code))
-    # vertices where two surviving edges start (object pixels touching diagonally): runs break there
-    vkey = (S[:, 0] - lo[0]) * span_y + (S[:, 1] - lo[1])
-    surv_keys = vkey[~cancel]
-    uniq, cnt = np.unique(surv_keys, return_counts=True)
-    pinch = np.zeros(len(S), dtype=bool)
-    pinch[~cancel] = np.isin(surv_keys, uniq[cnt > 1])
-    closed: list[np.ndarray] = []
-    runs: list[np.ndarray] = []
-    for i, r in enumerate(rings):
-        c = cancel[offsets[i] : offsets[i + 1]]
-        if c.all():
-            continue
-        brk = ~c & (np.roll(c, 1) | pinch[offsets[i] : offsets[i + 1]])
-        if not brk.any():
-            closed.append(r)
-            continue
-        n = len(c)
-        s0 = int(np.flatnonzero(brk)[0])
-        cc, bb = np.roll(c, -s0), np.roll(brk, -s0)
-        verts = np.roll(r[:-1], -s0, axis=0)
-        run_starts = np.flatnonzero(bb)
-        run_ends = np.flatnonzero(~cc & (np.roll(cc, -1) | np.roll(bb, -1)))
-        for a, b in zip(run_starts, run_ends, strict=True):
-            runs.append(np.vstack([verts[a : b + 1], verts[(b + 1) % n][None]]))
-    return closed, runs
-
-
-def _chain_runs(runs: list[np.ndarray]) -> list[np.ndarray] | None:
-    """Chain open runs end to start into closed rings (right turn at pinches); None if ambiguous."""
-    closed: list[np.ndarray] = []
-    by_start: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for j, v in enumerate(runs):
-        by_start[(int(v[0, 0]), int(v[0, 1]))].append(j)
-    nxt = np.full(len(runs), -1)
-    for j, v in enumerate(runs):
-        cands = by_start.get((int(v[-1, 0]), int(v[-1, 1])), [])
-        if len(cands) == 1:
-            nxt[j] = cands[0]
-        elif len(cands) > 1:
-            d_in = v[-1] - v[-2]
-            right = [k for k in cands
-                     if d_in[0] * (runs[k][1, 1] - runs[k][0, 1]) - d_in[1] * (runs[k][1, 0] - runs[k][0, 0]) < 0]
-            if len(right) != 1:
-                return None
-            nxt[j] = right[0]
-    if (nxt < 0).any() or len(set(nxt.tolist())) != len(runs):
-        return None
-    seen = np.zeros(len(runs), dtype=bool)
-    for j in range(len(runs)):
-        if seen[j]:
-            continue
-        parts = []
-        k = j
-        while not seen[k]:
-            seen[k] = True
-            parts.append(runs[k][:-1])
-            k = int(nxt[k])
-        if k != j:
-            return None
-        ring = np.vstack(parts)
-        closed.append(np.vstack([ring, ring[:1]]))
-    return closed
+    count = np.array([round(float(shapely.area(pieces).sum()))], dtype=np.int64)
+    out, ok = dissolve_groups(pieces, np.zeros(len(pieces), dtype=np.int64), count, (1, 1))
+    return out[0] if ok[0] else None
 
 
 def union_pixel_polygons(geoms: Sequence[shapely.Polygon]) -> np.ndarray:
@@ -470,5 +543,5 @@ def union_pixel_polygons(geoms: Sequence[shapely.Polygon]) -> np.ndarray:
     return shapely.get_parts(merged)
 
 
-__all__ = ["BlockEdges", "BorderMerge", "PolygonBatch", "densify_on_borders", "dissolve_pixel_polygons", "drop_collinear",
+__all__ = ["BlockEdges", "BorderMerge", "PolygonBatch", "dissolve_groups", "dissolve_pixel_polygons",
            "union_pixel_polygons"]

@@ -12,7 +12,8 @@ objects crossing the current block-row border, independent of the scene height):
 2. The main thread takes the blocks in order. A component that touches no internal block border
    is complete; the others go to :class:`unetgeo.merge.BorderMerge`, which joins the pieces that
    face each other across a border and, after each block row, dissolves the groups that can no
-   longer grow (exact: the merged area must equal the pixel count).
+   longer grow, all in one numpy edge-cancelling pass (exact: the merged area must equal the
+   pixel count).
 3. Complete polygons are buffered and written in batches (:class:`_Sink`): to map coordinates,
    area from the pixel count (geodesic for geographic CRSs), ``min_area_m2`` filter, holes below
    ``fill_holes_m2`` filled, optional coverage simplification that keeps shared borders, then one
@@ -50,6 +51,8 @@ from unetgeo.parallel import run_on_each_thread
 log = logging.getLogger(__name__)
 
 NODATA = 255
+#: Vertices buffered before a write, whatever ``batch_size`` says (a few huge polygons are a batch too).
+SINK_VERTICES = 1_000_000
 #: Attribute schema of every polygon (``geometry`` is WKB). Times are UTC.
 FIELDS = pa.schema([
     ("class_id", pa.int32()),
@@ -169,11 +172,10 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, 
         mask &= cls != NODATA
     if job.keep is not None:
         mask &= np.isin(cls, job.keep)
-    conf = conf_valid = None
-    if job.fr is not None:
-        cd, conf_valid = job.fr.read(win, bands=[1])
-        conf = cd[0]
-    labels, comp_class, counts, csum, cn, cmax = label_block(cls, mask, conf, conf_valid)
+    if job.fr is None:
+        return _block_by_class(job, win, cls, mask)
+    cd, conf_valid = job.fr.read(win, bands=[1])
+    labels, comp_class, counts, csum, cn, cmax = label_block(cls, mask, cd[0], conf_valid)
     touch = np.zeros(len(counts), dtype=bool)
     if win.row_off > 0:
         touch[labels[0]] = True
@@ -193,6 +195,55 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, 
     edges = BlockEdges(piece_of[labels[0]], c64[0], piece_of[labels[-1]], c64[-1],
                        piece_of[labels[:, 0]], c64[:, 0], piece_of[labels[:, -1]], c64[:, -1])
     return win, allp.take(~is_piece), allp.take(is_piece), edges
+
+
+def _line_pieces(coded: np.ndarray, centres: np.ndarray, tree: shapely.STRtree) -> np.ndarray:
+    """Index (into the tree's polygons) of the polygon holding each pixel of a line (-1: none).
+
+    Args:
+        coded: ``(k,)`` class + 1 of the line's pixels, 0 = no polygon.
+        centres: ``(k, 2)`` their pixel-centre ``(col, row)`` coordinates.
+        tree: the block's border-touching polygons (each run of equal values lies in one).
+    """
+    change = np.r_[True, coded[1:] != coded[:-1]]
+    run = np.cumsum(change) - 1
+    starts = np.flatnonzero(change)
+    ask = starts[coded[starts] > 0]
+    run_piece = np.full(len(starts), -1, dtype=np.int64)
+    if len(ask):
+        src, dst = tree.query(shapely.points(centres[ask]), predicate="within")
+        run_piece[run[ask[src]]] = dst
+    return run_piece[run]
+
+
+def _block_by_class(job: _Job, win: Window, cls: np.ndarray, mask: np.ndarray
+                    ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+    """:func:`_block` without a confidence raster: GDAL labels the classes itself (no ``ndimage.label``).
+
+    The components are the polygons of the class image (class + 1, 0 = masked); a polygon's pixel
+    count is its area (exact), it touches a block border where its bounds do, and the piece on
+    each border pixel is found by a point-in-polygon query of one pixel per run of equal class.
+    """
+    coded = np.where(mask, cls.astype(np.int32) + 1, 0)
+    polys, vals = polygonize_labels(coded, win.row_off, win.col_off)
+    n = len(polys)
+    r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
+    x0, y0, x1, y1 = shapely.bounds(polys).T if n else np.zeros((4, 0))
+    touch = ((r0 > 0) & (y0 == r0)) | ((r1 < job.height) & (y1 == r1)) | ((c0 > 0) & (x0 == c0)) | (
+        (c1 < job.width) & (x1 == c1))
+    i64 = np.zeros(n, dtype=np.int64)
+    allp = PolygonBatch(vals - 1, polys, np.rint(shapely.area(polys)).astype(np.int64), np.zeros(n), i64,
+                        np.full(n, -1, dtype=np.int64))
+    tree = shapely.STRtree(polys[touch])
+    xs, ys = np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5
+    c64 = cls.astype(np.int64, copy=False)
+    sides = []
+    for line, x, y, inner in ((coded[0], xs, r0 + 0.5, r0 > 0), (coded[-1], xs, r1 - 0.5, r1 < job.height),
+                              (coded[:, 0], c0 + 0.5, ys, c0 > 0), (coded[:, -1], c1 - 0.5, ys, c1 < job.width)):
+        centres = np.column_stack(np.broadcast_arrays(x, y))
+        sides.append(_line_pieces(line, centres, tree) if inner else np.full(len(line), -1, dtype=np.int64))
+    edges = BlockEdges(sides[0], c64[0], sides[1], c64[-1], sides[2], c64[:, 0], sides[3], c64[:, -1])
+    return win, allp.take(~touch), allp.take(touch), edges
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -223,6 +274,7 @@ class _Sink:
         self.batch = batch
         self.buf: list[PolygonBatch] = []
         self.n_buffered = 0
+        self.n_vertices = 0
         self.counts: dict[int, int] = {}
         self.area_m2: dict[int, float] = {}
 
@@ -231,17 +283,18 @@ class _Sink:
         return self.names.get(int(class_id), f"class_{class_id}")
 
     def add(self, polys: PolygonBatch) -> None:
-        """Buffer ``polys``; write when ``batch`` polygons are buffered."""
+        """Buffer ``polys``; write when ``batch`` polygons or :data:`SINK_VERTICES` vertices are buffered."""
         if len(polys):
             self.buf.append(polys)
             self.n_buffered += len(polys)
-            if self.n_buffered >= self.batch:
+            self.n_vertices += int(shapely.get_num_coordinates(polys.geom).sum())
+            if self.n_buffered >= self.batch or self.n_vertices >= SINK_VERTICES:
                 self.flush()
 
     def flush(self) -> None:
         """Write every buffered polygon."""
         p = PolygonBatch.concat(self.buf)
-        self.buf, self.n_buffered = [], 0
+        self.buf, self.n_buffered, self.n_vertices = [], 0, 0
         if not len(p):
             return
         geoms = p.geom
