@@ -12,10 +12,18 @@ from rasterio.transform import from_origin
 
 from unetgeo.config import InferenceSpec, ModelSpec
 from unetgeo.errors import BandMismatchError
-from unetgeo.infer import _apply, _undo, _variants, fuse_predict, predict_array, predict_tiles
+from unetgeo.infer import (
+    PredictResult,
+    _apply,
+    _undo,
+    _variants,
+    fuse_predict,
+    predict_array,
+    predict_tiles,
+)
 from unetgeo.io.store import open_store
 from unetgeo.model import build_model, load_bundle, normalise, save_bundle
-from unetgeo.tiling import make_tiles
+from unetgeo.tiling import TileResult, make_tiles
 
 BANDS = ["blue", "green", "red", "nir", "swir"]
 TINY = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
@@ -166,16 +174,32 @@ def test_band_mismatch_is_refused_naming_both_lists(tmp_path: Path) -> None:
     assert not (tmp_path / "probs.zarr").exists()
 
 
+def _predict_each(
+    tmp_path: Path, size: int, tile_px: int, **specs: InferenceSpec
+) -> tuple[TileResult, list[PredictResult], list[np.ndarray]]:
+    """Tile one ``_scene`` of ``size`` px and predict it once per ``name=InferenceSpec`` (into ``name.zarr``).
+
+    Args:
+        tmp_path: the test's folder.
+        size: scene side in pixels.
+        tile_px: chunk side of the tiles.
+        **specs: the inference settings to compare, by name.
+
+    Returns:
+        ``(tile result, prediction results, float32 probabilities)``, the last two in ``specs`` order.
+    """
+    scene = _scene(tmp_path / "s.tif", size)
+    model_dir = _bundle(tmp_path / "model")
+    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=tile_px)
+    results = [predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / f"{name}.zarr"), inference=spec)
+               for name, spec in specs.items()]
+    return tr, results, [open_store(r.probs_uri)[:].astype(np.float32) for r in results]
+
+
 def test_gpu_path_runs_on_cpu(tmp_path: Path) -> None:
     """bf16 autocast + channels_last (the CUDA settings) on CPU agree with the fp32 path."""
-    scene = _scene(tmp_path / "s.tif", 128)
-    model_dir = _bundle(tmp_path / "model")
-    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
-    ref = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "fp32.zarr"), inference=InferenceSpec(halo_px=16))
-    gpu_like = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "bf16.zarr"),
-                             inference=InferenceSpec(halo_px=16, precision="bf16", channels_last=True))
-    a = open_store(ref.probs_uri)[:].astype(np.float32)
-    b = open_store(gpu_like.probs_uri)[:].astype(np.float32)
+    tr, _, (a, b) = _predict_each(tmp_path, 128, 64, fp32=InferenceSpec(halo_px=16),
+                                  bf16=InferenceSpec(halo_px=16, precision="bf16", channels_last=True))
     valid = open_store(tr.valid_uri)[:]
     assert (a.argmax(0) == b.argmax(0))[valid].mean() > 0.97
     assert np.abs(a - b)[:, valid].mean() < 0.02
@@ -183,26 +207,17 @@ def test_gpu_path_runs_on_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_prediction_matches_cpu(tmp_path: Path) -> None:
-    scene = _scene(tmp_path / "s.tif", 256)
-    model_dir = _bundle(tmp_path / "model")
-    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=128)
-    cpu = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "cpu.zarr"), inference=InferenceSpec(device="cpu"))
-    gpu = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "gpu.zarr"), inference=InferenceSpec(device="cuda"))
-    a, b = open_store(cpu.probs_uri)[:].astype(np.float32), open_store(gpu.probs_uri)[:].astype(np.float32)
+    _, _, (a, b) = _predict_each(tmp_path, 256, 128, cpu=InferenceSpec(device="cpu"), gpu=InferenceSpec(device="cuda"))
     assert (a.argmax(0) == b.argmax(0)).mean() > 0.98
 
 
 def test_workers_share_chunks_and_match_one_process(tmp_path: Path) -> None:
     """The multi-GPU path (one Dask worker process per device), run with two CPU workers."""
-    scene = _scene(tmp_path / "s.tif", 192)
-    model_dir = _bundle(tmp_path / "model")
-    tr = make_tiles(str(scene), str(tmp_path / "tiles.zarr"), tile_px=64)
-    one = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "one.zarr"), inference=InferenceSpec(halo_px=16))
-    two = predict_tiles(tr.tiles_uri, str(model_dir), str(tmp_path / "two.zarr"),
-                        inference=InferenceSpec(halo_px=16, workers=2))
+    _, (_, two), (one_probs, two_probs) = _predict_each(
+        tmp_path, 192, 64, one=InferenceSpec(halo_px=16), two=InferenceSpec(halo_px=16, workers=2)
+    )
     assert two.n_written == 9 and "2 Dask workers" in two.device
-    np.testing.assert_allclose(open_store(two.probs_uri)[:].astype(np.float32),
-                               open_store(one.probs_uri)[:].astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(two_probs, one_probs, atol=2e-3)
 
 
 @pytest.mark.gpu

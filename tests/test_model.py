@@ -24,13 +24,7 @@ from unetgeo.model import (
 SMALL = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
 BANDS = ["blue", "green", "red", "nir", "swir"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _meta(**over) -> dict:

@@ -17,13 +17,7 @@ from unetgeo.model import load_bundle
 
 BANDS = ("blue", "green", "red", "nir", "swir")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scene(tmp_path, size: int = 160, seed: int = 0) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from unetgeo.errors import UnetgeoError
@@ -90,11 +90,7 @@ def _options(a: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(a, k, None) for k in RUN_OPTIONS}
 
 
-def _add_tile(sub: Any) -> None:
-    t = sub.add_parser("tile", help="GeoTIFF scene -> Zarr tiles + valid mask",
-                       description="Cut a GeoTIFF into a Zarr v3 store of (band, y, x) chunks plus valid.zarr "
-                       "(nodata mask) beside it, with grid attributes and per-band statistics. "
-                       "Resumable: a killed run started again writes only the missing chunks.")
+def _tile_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("scene", nargs="+", metavar="SCENE",
                    help="GeoTIFF path or URL (s3://…); several files (e.g. B02.tif B03.tif B04.tif B08.tif B11.tif) "
                    "are stacked as bands in that order on the finest grid; a .txt file may list them")
@@ -136,10 +132,7 @@ def _numbers(text: str) -> tuple[float, ...]:
     return vals
 
 
-def _add_train(sub: Any) -> None:
-    tr = sub.add_parser("train", help="train a U-Net from a YAML config",
-                        description="Train a segmentation model and write a model bundle "
-                        "(model.safetensors, model.json, training report PNG).")
+def _train_args(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--config", required=True, help="YAML config path or name in configs/ (flood, landuse, …)")
     tr.add_argument("--out", default=None, help="model directory (default models/<config name>)")
     tr.add_argument("--resume", action="store_true", help="continue from checkpoint.json + checkpoint.safetensors in the model directory")
@@ -151,26 +144,20 @@ def _add_scene_model_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (created; a second live run into it is refused)")
 
 
-def _add_predict(sub: Any) -> None:
-    pr = sub.add_parser("predict", help="scene -> classes.tif + confidence.tif",
-                        description="Tile a scene, predict every chunk with a halo (seam-free), fuse test-time "
-                        "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.")
+def _predict_args(pr: argparse.ArgumentParser) -> None:
     _add_scene_model_out(pr)
     pr.add_argument("--probs", action="store_true", help="also write probs.tif (one band per class)")
     _add_inference_args(pr)
 
 
-def _add_stitch_vectorize(sub: Any) -> None:
-    st = sub.add_parser("stitch", help="probs.zarr -> classes.tif + confidence.tif",
-                        description="Turn a probs.zarr store into COGs (classes, confidence).")
+def _stitch_args(st: argparse.ArgumentParser) -> None:
     st.add_argument("probs", help="probs.zarr store")
     st.add_argument("out", help="output directory")
     st.add_argument("--valid", default=None, help="valid.zarr (default: beside probs.zarr)")
     st.add_argument("--probs-tif", action="store_true", help="also write probs.tif")
 
-    ve = sub.add_parser("vectorize", help="classes.tif -> polygons (GeoPackage + Shapefile)",
-                        description="Polygonise a class raster chunk by chunk, merging polygons across chunk "
-                        "borders. One GeoPackage layer per class; a Shapefile with all classes beside it.")
+
+def _vectorize_args(ve: argparse.ArgumentParser) -> None:
     ve.add_argument("classes", help="class raster (uint8, nodata 255)")
     ve.add_argument("out", help="output .gpkg")
     ve.add_argument("--min-area-m2", type=float, default=0.0, help="drop polygons smaller than this (m²)")
@@ -180,11 +167,7 @@ def _add_stitch_vectorize(sub: Any) -> None:
     ve.add_argument("--no-shapefile", action="store_true", help="GeoPackage only")
 
 
-def _add_run(sub: Any) -> None:
-    ru = sub.add_parser("run", help="all stages: tile, predict, stitch, vectorize, flood, report",
-                        description="Validate every input first (bands, grids, model, output folder: exit 2 in "
-                        "seconds, nothing written), then tile -> predict -> stitch -> vectorize (-> flood) -> report "
-                        "into RUN_DIR. The Prefect flow 'scene-to-polygons' runs the same sequence as tasks.")
+def _run_args(ru: argparse.ArgumentParser) -> None:
     _add_scene_model_out(ru)
     ru.add_argument("--reference", default=None,
                     help="pre-event scene (or a single-band water mask) on the same grid: writes flood.gpkg")
@@ -192,10 +175,7 @@ def _add_run(sub: Any) -> None:
     _add_inference_args(ru)
 
 
-def _add_evaluate_demo(sub: Any) -> None:
-    ev = sub.add_parser("evaluate", help="score a model on labelled data through the full inference path",
-                        description="Per-class IoU and mIoU of a model, predicted exactly as `predict` does "
-                        "(same tile size, halo and fusion for the same model and config).")
+def _evaluate_args(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--model", required=True, help="model directory")
     ev.add_argument("--scene", default=None, help="georeferenced scene")
     ev.add_argument("--labels", default=None, help="label raster (same grid) or vector file for --scene")
@@ -214,18 +194,52 @@ def _add_evaluate_demo(sub: Any) -> None:
     ev.add_argument("--work", default=None, help="working directory for intermediate stores")
     _add_inference_args(ev, cluster=False)
 
-    de = sub.add_parser("demo", help="make data, train a small model, run a flood scene end to end",
-                        description="Generate a synthetic pre/post flood pair and a training scene, train a small "
-                        "U-Net on CPU, run the post-flood scene through every stage with the pre-flood scene "
-                        "as reference, and print water IoU, flooded km² and timings. `make demo` does the same "
-                        "through the Prefect flow scene-to-polygons.")
+
+def _demo_args(de: argparse.ArgumentParser) -> None:
     de.add_argument("--out", default="demo", help="output directory (default ./demo)")
     de.add_argument("--size", type=int, default=1024, dest="size_px", help="scene side in pixels (default 1024)")
     de.add_argument("--seed", type=int, default=0)
 
 
+#: The subcommands in ``--help`` order: ``(name, one-line help, description, adds its arguments)``;
+#: :data:`COMMANDS` runs them.
+SUBCOMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("tile", "GeoTIFF scene -> Zarr tiles + valid mask",
+     "Cut a GeoTIFF into a Zarr v3 store of (band, y, x) chunks plus valid.zarr "
+     "(nodata mask) beside it, with grid attributes and per-band statistics. "
+     "Resumable: a killed run started again writes only the missing chunks.", _tile_args),
+    ("train", "train a U-Net from a YAML config",
+     "Train a segmentation model and write a model bundle "
+     "(model.safetensors, model.json, training report PNG).", _train_args),
+    ("predict", "scene -> classes.tif + confidence.tif",
+     "Tile a scene, predict every chunk with a halo (seam-free), fuse test-time "
+     "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.", _predict_args),
+    ("stitch", "probs.zarr -> classes.tif + confidence.tif",
+     "Turn a probs.zarr store into COGs (classes, confidence).", _stitch_args),
+    ("vectorize", "classes.tif -> polygons (GeoPackage + Shapefile)",
+     "Polygonise a class raster chunk by chunk, merging polygons across chunk "
+     "borders. One GeoPackage layer per class; a Shapefile with all classes beside it.", _vectorize_args),
+    ("run", "all stages: tile, predict, stitch, vectorize, flood, report",
+     "Validate every input first (bands, grids, model, output folder: exit 2 in "
+     "seconds, nothing written), then tile -> predict -> stitch -> vectorize (-> flood) -> report "
+     "into RUN_DIR. The Prefect flow 'scene-to-polygons' runs the same sequence as tasks.", _run_args),
+    ("evaluate", "score a model on labelled data through the full inference path",
+     "Per-class IoU and mIoU of a model, predicted exactly as `predict` does "
+     "(same tile size, halo and fusion for the same model and config).", _evaluate_args),
+    ("demo", "make data, train a small model, run a flood scene end to end",
+     "Generate a synthetic pre/post flood pair and a training scene, train a small "
+     "U-Net on CPU, run the post-flood scene through every stage with the pre-flood scene "
+     "as reference, and print water IoU, flooded km² and timings. `make demo` does the same "
+     "through the Prefect flow scene-to-polygons.", _demo_args),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to render --help in the README)."""
+    """The argument parser (also used to render --help in the README).
+
+    Returns:
+        The ``unetgeo`` parser, one subparser per entry of :data:`SUBCOMMANDS`.
+    """
     from unetgeo import __version__
 
     p = _Parser(prog="unetgeo", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in (_add_tile, _add_train, _add_predict, _add_stitch_vectorize, _add_run, _add_evaluate_demo):
-        add(sub)
+    for name, help_, description, add_arguments in SUBCOMMANDS:
+        add_arguments(sub.add_parser(name, help=help_, description=description))
     return p
 
 

@@ -48,10 +48,20 @@ if TYPE_CHECKING:  # unetgeo.io.scene (rasterio, ~0.2 s) is imported in make_til
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TileResult:
-    """What :func:`make_tiles` wrote."""
+    """What :func:`make_tiles` wrote.
+
+    Attributes:
+        tiles_uri: the Zarr store of ``(band, y, x)`` chunks.
+        valid_uri: its valid-pixel mask (``valid.zarr`` beside it by default).
+        grid: the pixel grid of the tiles (the finest file's, for a band stack).
+        band_names: band names in store order.
+        stats: ``{band: {"mean", "std", "p2", "p98", "valid_pixels"}}`` over valid pixels.
+        n_chunks: chunks in the store.
+        n_written: chunks this call wrote (0 when a complete store was reused).
+        seconds: wall time.
+    """
 
     tiles_uri: str
     valid_uri: str

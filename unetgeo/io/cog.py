@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -34,10 +32,9 @@ import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
-from unetgeo.grid import Grid
 from unetgeo.io import uri as U
-from unetgeo.io.scene import WindowWriter, gdal_env, geotiff_profile, open_dataset
-from unetgeo.io.uri import PublishOnExit
+from unetgeo.io._gtiff import TiffFileWriter, remove_local
+from unetgeo.io.scene import gdal_env, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -79,72 +76,42 @@ def hex_to_rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
     return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha)
 
 
-class CogWriter(WindowWriter, PublishOnExit):
+@dataclass(eq=False, repr=False)
+class CogWriter(TiffFileWriter):
     """Write a raster window by window and publish it as a COG with internal overviews.
 
     Args:
-        uri: final path or URL of the COG.
-        grid: pixel grid (CRS, transform, size).
-        count: number of bands.
-        dtype: numpy dtype name (``uint8``, ``float32`` …).
-        nodata: nodata value or None.
-        resampling: overview resampling (``mode`` for classes, ``average`` for continuous data).
+        uri, grid, count, dtype, nodata, predictor, band_names, colormap: as in
+            :class:`~unetgeo.io._gtiff.TiffFileWriter`.
         block_px: internal tile side of the COG (multiple of 16); overviews stop at one block.
-        stage_block_px: tile side of the staging file (defaults to ``block_px``); match it to the
-            windows you write so each staging tile is written once.
-        compress: GDAL compression of the COG.
-        predictor: TIFF predictor (2 for integers, 3 for floats) or None.
-        band_names: band descriptions.
-        colormap: ``{value: (r, g, b, a)}`` colour table of band 1 (uint8/uint16 only).
+        compress: GDAL compression of the COG (the staging file is always fast deflate).
         tags: dataset metadata tags; when they hold ``class_names`` (:func:`class_raster_tags`), band 1
             also gets one ``CLASS_<id>=name`` item per class (:func:`class_band_tags`).
+        resampling: overview resampling (``mode`` for classes, ``average`` for continuous data).
         scales: optional per-band scale factors (``value = raw * scale``).
+        stage_block_px: tile side of the staging file (defaults to ``block_px``); match it to the
+            windows you write so each staging tile is written once.
 
     Use as a context manager: on an exception the partial files are removed.
     """
 
-    def __init__(
-        self,
-        uri: str,
-        grid: Grid,
-        count: int,
-        dtype: str,
-        nodata: float | None = None,
-        *,
-        resampling: str = "nearest",
-        block_px: int = 512,
-        compress: str = "deflate",
-        predictor: int | None = None,
-        band_names: Sequence[str] | None = None,
-        colormap: dict[int, tuple[int, ...]] | None = None,
-        tags: dict[str, str] | None = None,
-        scales: Sequence[float] | None = None,
-        stage_block_px: int | None = None,
-    ):
-        stage_block_px = stage_block_px or block_px
-        for name, v in (("block_px", block_px), ("stage_block_px", stage_block_px)):
+    resampling: str = field(default="nearest", kw_only=True)
+    scales: Sequence[float] | None = field(default=None, kw_only=True)
+    stage_block_px: int | None = field(default=None, kw_only=True)
+
+    _tmp_prefix: ClassVar[str] = "unetgeo-cog-"
+
+    def __post_init__(self) -> None:
+        self.stage_block_px = self.stage_block_px or self.block_px
+        for name, v in (("block_px", self.block_px), ("stage_block_px", self.stage_block_px)):
             if v % 16:
                 raise ValueError(f"{name}={v} must be a multiple of 16; use {16 * math.ceil(v / 16)}")
-        self.uri = str(uri)
-        self.grid = grid
-        self.resampling = resampling
-        self.block_px = block_px
-        self.compress = compress
-        self.predictor = predictor
-        self._remote = U.is_url(self.uri)
-        if self._remote:
-            self._tmpdir: str | None = tempfile.mkdtemp(prefix="unetgeo-cog-")
-            base = os.path.join(self._tmpdir, os.path.basename(self.uri))
-        else:
-            self._tmpdir = None
-            U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            base = U.tmp_name(str(U.local_path(self.uri)))[: -len(".tmp")]  # unique per writer
+        base = self._staging_base()
         self.stage = base + ".stage.tmp"
         self.tmp = base + ".tmp"
         # the staging file is read once: fast compression
-        profile = geotiff_profile(grid, count, dtype, nodata, block_px=stage_block_px, predictor=predictor, zlevel=1)
-        self._open_for_write(self.stage, profile, band_names=band_names, colormap=colormap, tags=tags, scales=scales)
-        names = parse_class_names((tags or {}).get(TAG_CLASS_NAMES))
+        self._open(self.stage, block_px=self.stage_block_px, compress="deflate", zlevel=1, scales=self.scales)
+        names = parse_class_names((self.tags or {}).get(TAG_CLASS_NAMES))
         if names:
             self._ds.update_tags(1, **class_band_tags(names))
         self._closed = False
@@ -155,7 +122,11 @@ class CogWriter(WindowWriter, PublishOnExit):
         return self._closed
 
     def close(self) -> str:
-        """Build overviews, convert to COG, publish under the final URI; returns it."""
+        """Build overviews, convert to COG, publish under the final URI.
+
+        Returns:
+            The final URI.
+        """
         if self._closed:
             return self.uri
         self._closed = True
@@ -167,55 +138,40 @@ class CogWriter(WindowWriter, PublishOnExit):
                                   GDAL_NUM_THREADS="ALL_CPUS"):
                     with rasterio.open(self.stage, "r+") as ds:
                         ds.build_overviews(factors, Resampling[self.resampling])
-            opts: dict[str, Any] = dict(
-                COMPRESS=self.compress.upper(),
-                BLOCKSIZE=self.block_px,
-                BIGTIFF="IF_SAFER",
-                OVERVIEWS="AUTO",
-                RESAMPLING=self.resampling.upper(),
-                NUM_THREADS="ALL_CPUS",
-            )
-            if self.predictor is not None:
-                opts["PREDICTOR"] = "YES" if self.predictor in (2, 3) else "NO"
-            # no PAM: everything (tags, band items, colour table) goes into the TIFF or is refused
-            with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                rasterio.shutil.copy(self.stage, self.tmp, driver="COG", **opts)
-            _remove_local(self.stage)
-            _remove_local(self.tmp + ".aux.xml")  # GDAL may leave PAM items it could not store
-            if self._remote:
-                fs, path = U.fs_for(self.uri)
-                fs.put_file(self.tmp, path)
-            else:
-                os.replace(self.tmp, U.local_path(self.uri))
+            self._convert()
+            remove_local(self.stage)
+            remove_local(self.tmp + ".aux.xml")  # GDAL may leave PAM items it could not store
+            self._publish(self.tmp)
         except BaseException:
             self._cleanup()
             raise
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
         log.info("wrote COG %s (overview factors %s)", self.uri, factors)
         return self.uri
+
+    def _convert(self) -> None:
+        """Convert the staging file (with its overviews) to the COG ``self.tmp``."""
+        opts: dict[str, Any] = dict(
+            COMPRESS=self.compress.upper(),
+            BLOCKSIZE=self.block_px,
+            BIGTIFF="IF_SAFER",
+            OVERVIEWS="AUTO",
+            RESAMPLING=self.resampling.upper(),
+            NUM_THREADS="ALL_CPUS",
+        )
+        if self.predictor is not None:
+            opts["PREDICTOR"] = "YES" if self.predictor in (2, 3) else "NO"
+        # no PAM: everything (tags, band items, colour table) goes into the TIFF or is refused
+        with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            rasterio.shutil.copy(self.stage, self.tmp, driver="COG", **opts)
 
     def abort(self) -> None:
         """Close and delete the partial files."""
         self._closed = True
-        try:
-            self._ds.close()
-        finally:
-            self._cleanup()
+        super().abort()
 
-    def _cleanup(self) -> None:
-        for p in (self.stage, self.tmp, self.tmp + ".aux.xml", self.stage + ".ovr"):
-            _remove_local(p)
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-
-def _remove_local(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+    def _temp_files(self) -> tuple[str, ...]:
+        return (self.stage, self.tmp, self.tmp + ".aux.xml", self.stage + ".ovr")
 
 
 # -- sidecars ------------------------------------------------------------------------------------

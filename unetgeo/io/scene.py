@@ -23,12 +23,14 @@ from rasterio.windows import Window as RioWindow
 
 from unetgeo.errors import InputError, SceneReadError
 from unetgeo.grid import Grid, Window, check_north_up
+from unetgeo.io._gtiff import TiffFileWriter, WindowWriter, geotiff_profile
 from unetgeo.io.crs import crs_equal, crs_is_geographic, crs_name
-from unetgeo.io.uri import PublishOnExit, is_url, open_file
+from unetgeo.io.uri import is_url, open_file
 
 log = logging.getLogger(__name__)
 
 _REEXPORTED = (crs_equal, crs_is_geographic, crs_name)  # from unetgeo.io.crs, for older callers
+_REEXPORTED_WRITING = (WindowWriter, geotiff_profile)  # from unetgeo.io._gtiff, for older callers
 
 #: GDAL block cache while reading, MiB. Windows are read once each, so GDAL's default cache (5 % of
 #: RAM) would only grow memory with scene size; a small fixed one keeps peak memory flat.
@@ -429,73 +431,8 @@ class SceneReader:
         self.close()
 
 
-def geotiff_profile(
-    grid: Grid,
-    count: int,
-    dtype: str,
-    nodata: float | None,
-    *,
-    block_px: int = 512,
-    compress: str = "deflate",
-    predictor: int | None = None,
-    bigtiff: str = "IF_SAFER",
-    **extra: Any,
-) -> dict[str, Any]:
-    """Creation options of a tiled GeoTIFF on ``grid`` (rasterio ``open(..., "w", **profile)``)."""
-    profile: dict[str, Any] = dict(
-        driver="GTiff",
-        width=grid.width,
-        height=grid.height,
-        count=count,
-        dtype=dtype,
-        crs=grid.crs_wkt or None,
-        transform=rasterio.Affine(*grid.transform),
-        nodata=nodata,
-        tiled=True,
-        blockxsize=block_px,
-        blockysize=block_px,
-        compress=compress,
-        BIGTIFF=bigtiff,
-        num_threads="ALL_CPUS",
-        **extra,
-    )
-    if predictor is not None:
-        profile["predictor"] = predictor
-    return profile
-
-
-class WindowWriter:
-    """A GeoTIFF open for writing window by window, from any thread (the base of the raster writers)."""
-
-    _ds: Any
-    _lock: threading.Lock
-
-    def _open_for_write(self, path: str, profile: dict[str, Any], *, band_names: Sequence[str] | None = None,
-                        colormap: dict[int, tuple[int, ...]] | None = None, tags: dict[str, Any] | None = None,
-                        scales: Sequence[float] | None = None) -> None:
-        """Create ``path`` with ``profile`` and its band descriptions, colour table, tags and scales."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(path, "w", **profile)
-        for i, n in enumerate(band_names or (), start=1):
-            self._ds.set_band_description(i, str(n))
-        if colormap:
-            self._ds.write_colormap(1, colormap)
-        if tags:
-            self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
-        if scales is not None:
-            self._ds.scales = tuple(float(v) for v in scales)
-        self._lock = threading.Lock()
-
-    def write(self, win: Window, data: np.ndarray) -> None:
-        """Write ``data`` (``(bands, h, w)`` or ``(h, w)`` for one band) at ``win``. Thread-safe."""
-        arr = data if data.ndim == 3 else data[None]
-        rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
-        with self._lock:
-            self._ds.write(arr, window=rw)
-
-
-class RasterWriter(WindowWriter, PublishOnExit):
+@dataclass(eq=False, repr=False)
+class RasterWriter(TiffFileWriter):
     """Write a tiled GeoTIFF window by window to ``URI.tmp``; :meth:`close` publishes it.
 
     Local paths only need ``rasterio``; for URLs the file is built in a local temp folder and
@@ -503,83 +440,26 @@ class RasterWriter(WindowWriter, PublishOnExit):
     so no partial output is ever visible under the final name.
 
     Args:
-        uri: final path or URL.
-        grid: pixel grid (CRS, transform, size).
-        count: number of bands.
-        dtype: numpy dtype name.
-        nodata: nodata value or None.
-        block_px: internal tile size (multiple of 16).
-        compress: GDAL compression (``deflate``, ``zstd``, ``lzw``…).
-        band_names: optional band descriptions.
-        colormap: optional ``{value: (r, g, b[, a])}`` colour table for band 1 (uint8 only).
-        tags: optional dataset metadata tags.
+        uri, grid, count, dtype, nodata, block_px, compress, predictor, band_names, colormap, tags:
+            as in :class:`~unetgeo.io._gtiff.TiffFileWriter` (``colormap`` for uint8 only).
+        bigtiff: GDAL ``BIGTIFF`` creation option (``IF_SAFER``, ``YES``, ``NO``).
     """
 
-    def __init__(
-        self,
-        uri: str,
-        grid: Grid,
-        count: int,
-        dtype: str,
-        nodata: float | None = None,
-        *,
-        block_px: int = 512,
-        compress: str = "deflate",
-        predictor: int | None = None,
-        band_names: Sequence[str] | None = None,
-        colormap: dict[int, tuple[int, ...]] | None = None,
-        tags: dict[str, str] | None = None,
-        bigtiff: str = "IF_SAFER",
-    ):
-        import os
-        import tempfile
+    bigtiff: str = field(default="IF_SAFER", kw_only=True)
 
-        from unetgeo.io import uri as U
-
-        self.uri = str(uri)
-        self._remote = U.is_url(self.uri)
-        if self._remote:
-            self._tmpdir = tempfile.mkdtemp(prefix="unetgeo-")
-            self.tmp = os.path.join(self._tmpdir, os.path.basename(self.uri) + ".tmp")
-        else:
-            self._tmpdir = None
-            self.tmp = U.tmp_name(self.uri)  # unique: two writers of one file never share it
-            U.local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        profile = geotiff_profile(grid, count, dtype, nodata, block_px=block_px, compress=compress,
-                                  predictor=predictor, bigtiff=bigtiff)
-        self._open_for_write(self.tmp, profile, band_names=band_names, colormap=colormap, tags=tags)
-
-    @property
-    def dataset(self) -> Any:
-        """The open rasterio dataset (for overviews or tags before closing)."""
-        return self._ds
+    def __post_init__(self) -> None:
+        self.tmp = self._staging_base() + ".tmp"
+        self._open(self.tmp, bigtiff=self.bigtiff)
 
     def close(self) -> str:
-        """Close and publish: rename ``.tmp`` to the final name (or upload it)."""
-        import os
-        import shutil
+        """Close and publish: rename ``.tmp`` to the final name (or upload it).
 
-        from unetgeo.io import uri as U
-
+        Returns:
+            The final URI.
+        """
         self._ds.close()
-        if self._remote:
-            fs, path = U.fs_for(self.uri)
-            fs.put_file(self.tmp, path)
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.uri)
+        self._publish(self.tmp)
         return self.uri
 
-    def abort(self) -> None:
-        """Close and delete the partial file."""
-        import shutil
-
-        from unetgeo.io import uri as U
-
-        try:
-            self._ds.close()
-        finally:
-            if self._remote:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-            else:
-                U.remove(self.tmp)
+    def _temp_files(self) -> tuple[str, ...]:
+        return (self.tmp,)
