@@ -16,21 +16,19 @@ fails the check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from unetgeo.grid import Window
+from unetgeo.merge_util import components, release_freed_memory
 
 log = logging.getLogger(__name__)
 
 #: Vertices dissolved at once (groups are batched up to this; a larger group goes alone).
 CHUNK_VERTICES = 1_000_000
-
 
 @dataclass
 class PolygonBatch:
@@ -153,27 +151,34 @@ class BorderMerge:
         if m.any():
             self.pairs.append(np.unique(np.stack([ids_a[m], ids_b[m]], axis=1), axis=0))
 
-    def finish_row(self) -> PolygonBatch:
-        """End a block row: the objects that can no longer grow, merged (pixel coordinates)."""
+    def finish_row(self, emit: Callable[[PolygonBatch], None] | None = None) -> PolygonBatch:
+        """End a block row: the objects that can no longer grow, merged (pixel coordinates).
+
+        With ``emit``, they are handed to it chunk by chunk as they are dissolved (and an empty
+        batch is returned), so that no more than one chunk of merged outlines is held at a time.
+        """
+        out: list[PolygonBatch] = []
+        emit = emit or out.append
         self.carry_ids, self.carry_cls = self._next_ids, self._next_cls
         n = len(self.pending)
         if not n:
             return PolygonBatch.empty()
         pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
         pi = np.searchsorted(self.gids, pairs)
-        graph = coo_matrix((np.ones(len(pi), dtype=np.int8), (pi[:, 0], pi[:, 1])), shape=(n, n))
-        _, comp = connected_components(graph, directed=False)
+        comp = components(n, pi[:, 0], pi[:, 1])
         open_ids = np.unique(self.carry_ids[self.carry_ids >= 0])
         done = ~np.isin(comp, np.unique(comp[np.searchsorted(self.gids, open_ids)]))
         if not done.any():
             return PolygonBatch.empty()
-        out = _merge_groups(self.pending.take(done), comp[done], self.steps)
-        self.n_merged += int((np.bincount(comp[done]) > 1).sum())
+        finished = self.pending.take(done)
         keep = ~done
         self.pending, self.gids = self.pending.take(keep), self.gids[keep]
         kept_pairs = keep[pi].all(axis=1) if len(pi) else np.zeros(0, dtype=bool)
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
-        return out
+        del pairs, pi
+        self.n_merged += int((np.bincount(comp[done]) > 1).sum())
+        _merge_groups(finished, comp[done], self.steps, emit)
+        return PolygonBatch.concat(out)
 
     def close(self) -> None:
         """Check that nothing is left open (the last block row has no border below it)."""
@@ -193,15 +198,20 @@ def _group_stats(p: PolygonBatch, group: np.ndarray, n_groups: int) -> tuple[np.
     return cls, count, csum, cn, cmax
 
 
-def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int]) -> PolygonBatch:
-    """One polygon per group (``comp`` = group label of each piece) of complete pieces."""
+def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
+                  emit: Callable[[PolygonBatch], None]) -> None:
+    """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
+
+    The groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`).
+    """
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
-    cls, count, csum, cn, cmax = _group_stats(p, group, ng)
+    stats = _group_stats(p, group, ng)
     size = np.bincount(group, minlength=ng)
-    geoms = np.empty(ng, dtype=object)
     single = size[group] == 1
-    geoms[group[single]] = p.geom[single]
+    if single.any():
+        g1 = group[single]
+        emit(PolygonBatch(*(a[g1] for a in stats[:1]), p.geom[single], *(a[g1] for a in stats[1:])))
     multi = ~single
     nv = np.bincount(group[multi], weights=shapely.get_num_coordinates(p.geom[multi]), minlength=ng)
     chunk = np.zeros(ng, dtype=np.int64)
@@ -209,32 +219,40 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int]) -> 
     for ch in np.unique(chunk[group[multi]]):
         sel = multi & (chunk[group] == ch)
         gids, local = np.unique(group[sel], return_inverse=True)
-        merged, ok = dissolve_groups(p.geom[sel], local, count[gids], steps)
-        geoms[gids[ok]] = merged[ok]
-        for g in gids[~ok]:
+        merged, ok = dissolve_groups(p.geom[sel], local, stats[1][gids], steps)
+        for i in np.flatnonzero(~ok):
+            g = gids[i]
             log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[g])
             parts = union_pixel_polygons(list(p.geom[group == g]))
             if len(parts) != 1:
                 log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
                 parts = parts[np.argsort(shapely.area(parts))[::-1]]
-            geoms[g] = parts[0]
-    return PolygonBatch(cls, geoms, count, csum, cn, cmax)
+            merged[i] = parts[0]
+        del ok
+        emit(PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:])))
+        del merged
 
 
 # -- batched exact dissolve: cancel shared unit edges, relink the rest --------------------------
 
 
 def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xy (m, 2) int64, ring of each vertex (m,), polygon of each ring (r,))``; closing vertices dropped."""
+    """``(xy (m, 2) int32, ring of each vertex (m,) int32, polygon of each ring (r,))``; closing vertices dropped.
+
+    int32 (pixel coordinates and indices of a raster < 2**31 wide) halves the dissolve's memory.
+    """
     rings, poly_of = shapely.get_rings(geoms, return_index=True)
     xy, ring_of = shapely.get_coordinates(rings, return_index=True)
-    last = np.r_[ring_of[1:] != ring_of[:-1], True]
-    return np.rint(xy[~last]).astype(np.int64), ring_of[~last], poly_of
+    del rings
+    keep = np.r_[ring_of[1:] == ring_of[:-1], False]
+    ring_of = ring_of[keep].astype(np.int32)
+    xy = np.rint(xy, out=xy).astype(np.int32)[keep]
+    return xy, ring_of, poly_of
 
 
 def _next_in_ring(ring_of: np.ndarray) -> np.ndarray:
     """Index of the next vertex of the same (cyclic) ring; ``ring_of`` sorted."""
-    nxt = np.arange(1, len(ring_of) + 1)
+    nxt = np.arange(1, len(ring_of) + 1, dtype=np.int32 if len(ring_of) < 2**31 - 1 else np.int64)
     ends = np.flatnonzero(np.r_[ring_of[1:] != ring_of[:-1], True])
     nxt[ends] = np.r_[0, ends[:-1] + 1]
     return nxt
@@ -242,8 +260,10 @@ def _next_in_ring(ring_of: np.ndarray) -> np.ndarray:
 
 def _ring_area2(xy: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
     """Twice the signed area of every ring (shoelace; positive = counter-clockwise in ``(x, y)``)."""
-    n = xy[_next_in_ring(ring_of)]
-    return np.bincount(ring_of, weights=xy[:, 0] * n[:, 1] - n[:, 0] * xy[:, 1], minlength=n_rings)
+    nx = _next_in_ring(ring_of)
+    w = np.multiply(xy[:, 0], xy[nx, 1], dtype=np.int64)
+    w -= np.multiply(xy[nx, 0], xy[:, 1], dtype=np.int64)
+    return np.bincount(ring_of, weights=w, minlength=n_rings)
 
 
 def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.ndarray:
@@ -254,8 +274,8 @@ def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.nd
         return xy
     start = np.r_[0, np.flatnonzero(ring_of[1:] != ring_of[:-1]) + 1]
     length = np.diff(np.r_[start, len(ring_of)])
-    idx = np.arange(len(ring_of))
-    s = start[ring_of]
+    idx = np.arange(len(ring_of), dtype=ring_of.dtype)
+    s = start[ring_of].astype(ring_of.dtype)
     return xy[np.where(flip[ring_of], 2 * s + length[ring_of] - 1 - idx, idx)]
 
 
@@ -263,10 +283,15 @@ def _densified(xy: np.ndarray, ring_of: np.ndarray, steps: tuple[int, int]) -> t
     """Rings with a vertex at every integer point of their edges on block-border lines (the only shared ones)."""
     d = xy[_next_in_ring(ring_of)] - xy
     on = ((d[:, 0] == 0) & (xy[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (xy[:, 1] % steps[0] == 0))
-    n = np.where(on, np.abs(d).sum(axis=1), 1)
-    seg = np.repeat(np.arange(len(xy)), n)
-    k = np.arange(seg.size) - np.repeat(np.cumsum(n) - n, n)
-    return xy[seg] + np.sign(d[seg]) * k[:, None], ring_of[seg]
+    n = np.where(on, np.abs(d).sum(axis=1), 1).astype(xy.dtype)
+    sign = np.sign(d).astype(np.int8)
+    del d, on
+    seg = np.repeat(np.arange(len(xy), dtype=ring_of.dtype), n)
+    k = np.arange(seg.size, dtype=xy.dtype)
+    k -= np.repeat(np.cumsum(n, dtype=np.int64).astype(xy.dtype) - n, n)
+    out = xy[seg]
+    out += sign[seg] * k[:, None]
+    return out, ring_of[seg]
 
 
 def _pack(*cols: np.ndarray) -> np.ndarray:
@@ -336,8 +361,7 @@ def _list_rank(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(succ)
     if not n:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    _, cyc = connected_components(coo_matrix((np.ones(n, dtype=np.int8), (np.arange(n), succ)), shape=(n, n)),
-                                  directed=False)
+    cyc = components(n, np.arange(n), succ)
     head = np.full(cyc.max() + 1 if n else 0, n, dtype=np.int64)
     np.minimum.at(head, cyc, np.arange(n))
     last = succ == head[cyc]  # the element before the head ends the chain
@@ -362,11 +386,14 @@ def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.nda
     prv[nxt] = np.arange(len(nxt))
     surv = np.flatnonzero(~cancel)
     key = _vertex_keys(g[surv], S[surv], g[:0], S[:0])[0]
-    ks = np.sort(key)
-    twice = ks[1:][ks[1:] == ks[:-1]]
+    ko = np.argsort(key)
+    key = key[ko]
+    same = key[1:] == key[:-1]
+    del key
     pinch = np.zeros(len(S), dtype=bool)
-    if len(twice):  # pieces of one object touching diagonally (anywhere, also inside a block)
-        pinch[surv] = np.isin(key, twice)
+    if same.any():  # pieces of one object touching diagonally (anywhere, also inside a block)
+        pinch[surv[ko[np.r_[same, False] | np.r_[False, same]]]] = True
+    del ko, same
     surv = ~cancel
     run_start = surv & (cancel[prv] | pinch)
     run_end = surv & (cancel[nxt] | run_start[nxt])
@@ -379,12 +406,13 @@ def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.nda
     np.minimum.at(first, ring_of[starts], starts)
     rstart = np.flatnonzero(np.r_[True, ring_of[1:] != ring_of[:-1]])
     rlen = np.diff(np.r_[rstart, len(ring_of)])
-    idx = np.flatnonzero(surv & broken[ring_of])
+    idx = np.flatnonzero(surv & broken[ring_of]).astype(ring_of.dtype)
     r = ring_of[idx]
-    rot = (idx - first[r]) % rlen[r]
+    rot = (idx - first[r].astype(idx.dtype)) % rlen[r].astype(idx.dtype)
     idx = idx[np.lexsort((rot, r))]
-    run_of = np.cumsum(run_start[idx]) - 1
-    run_id = np.full(len(S), -1, dtype=np.int64)
+    del r, rot
+    run_of = np.cumsum(run_start[idx], dtype=idx.dtype) - 1
+    run_id = np.full(len(S), -1, dtype=idx.dtype)
     run_id[idx] = run_of
     n_runs = len(starts)
     succ = np.arange(n_runs)
@@ -397,7 +425,7 @@ def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.nda
         succ = np.where(np.isin(g[starts[np.argsort(run_id[starts])]], badg), np.arange(n_runs), succ)
     cyc, pos = _list_rank(succ)
     run_of_cycle = cyc[run_of]
-    order = np.lexsort((np.arange(len(idx)), pos[run_of], run_of_cycle))
+    order = np.lexsort((pos[run_of], run_of_cycle))  # stable: ring order within a run
     whole = np.flatnonzero(surv & ~broken[ring_of])
     n_cyc = cyc.max() + 1 if n_runs else 0
     xy = np.concatenate([S[idx[order]], S[whole]])
@@ -426,15 +454,18 @@ def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, st
     xy = _oriented(xy, ring_of, poly_of)
     xy, ring_of = _densified(xy, ring_of, steps)
     S, E = xy, xy[_next_in_ring(ring_of)]
-    g = group[poly_of[ring_of]]
+    g = group.astype(np.int32)[poly_of[ring_of]]
+    del xy
     cancel = _cancel_shared(S, E, g, steps)
     xy, ring, grp, badg = _relinked_rings(S, E, g, ring_of, cancel, steps)
+    del S, E, g, ring_of, cancel
     order = np.argsort(ring, kind="stable")
     xy, ring, grp = xy[order], ring[order], grp[order]
+    del order
     keep = _not_collinear(xy, ring)
     xy, ring, grp = xy[keep], ring[keep], grp[keep]
-    _, ring = np.unique(ring, return_inverse=True)
-    ring = ring.ravel()
+    del keep
+    ring = np.cumsum(np.r_[False, ring[1:] != ring[:-1]], dtype=np.int64)  # sorted: renumber densely
     n_r = int(ring.max()) + 1 if len(ring) else 0
     ring_grp = np.zeros(n_r, dtype=np.int64)
     ring_grp[ring] = grp
@@ -465,8 +496,8 @@ def _not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
     nxt = _next_in_ring(ring)
     prv = np.empty_like(nxt)
     prv[nxt] = np.arange(len(nxt))
-    a, b = xy - xy[prv], xy[nxt] - xy
-    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] != 0
+    a, b = np.sign(xy - xy[prv]).astype(np.int8), np.sign(xy[nxt] - xy).astype(np.int8)
+    return a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]  # the signs decide it: every edge is axis-parallel
 
 
 # -- exact dissolve of one object's pieces (fallback) -----------------------------------------
@@ -543,5 +574,5 @@ def union_pixel_polygons(geoms: Sequence[shapely.Polygon]) -> np.ndarray:
     return shapely.get_parts(merged)
 
 
-__all__ = ["BlockEdges", "BorderMerge", "PolygonBatch", "dissolve_groups", "dissolve_pixel_polygons",
-           "union_pixel_polygons"]
+__all__ = ["BlockEdges", "BorderMerge", "PolygonBatch", "components", "dissolve_groups", "dissolve_pixel_polygons",
+           "release_freed_memory", "union_pixel_polygons"]

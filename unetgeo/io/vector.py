@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pyogrio
-import pyogrio.raw
 import shapely
 
 from unetgeo.errors import InputError
@@ -77,6 +75,7 @@ class PolygonWriter(PublishOnExit):
             self.shp_tmp = os.path.join(self.shp_dir, shp_name)
         self.pq_tmp = os.path.join(base_dir, os.path.basename(str(parquet_uri)) + ".tmp") if parquet_uri else None
         self._pq: Any = None
+        self._gpkg = _ArrowGpkg.create(self.gpkg_tmp, crs_wkt)
         self._layers: set[str] = set()
         self._shp_started = False
         self.closed = False
@@ -88,24 +87,33 @@ class PolygonWriter(PublishOnExit):
             layer: GeoPackage layer name (the class name).
             table: ``pyarrow.Table`` with the schema's columns and a ``geometry`` column (WKB polygons).
         """
+        if self._gpkg is not None:
+            self._gpkg.write(layer, table)
+        if self._gpkg is None or self.shp_tmp:
+            self._write_pyogrio(layer, table)
+        self._layers.add(layer)
+        if self.pq_tmp and table.num_rows:
+            self._write_parquet(table)
+
+    def _write_pyogrio(self, layer: str, table: Any) -> None:
+        """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
+        import pyogrio.raw
+
         with warnings.catch_warnings():
             # GDAL warns about the .tmp extension of the files being built
             warnings.filterwarnings("ignore", message=".*extension.*", category=RuntimeWarning)
-            new_file = not self._layers
-            pyogrio.raw.write_arrow(
-                table, self.gpkg_tmp, layer=layer, driver="GPKG", geometry_name="geometry", geometry_type="Polygon",
-                crs=self.crs_wkt, append=layer in self._layers,
-                dataset_options={"VERSION": "1.2"} if new_file else None,
-            )
-            self._layers.add(layer)
+            if self._gpkg is None:
+                pyogrio.raw.write_arrow(
+                    table, self.gpkg_tmp, layer=layer, driver="GPKG", geometry_name="geometry",
+                    geometry_type="Polygon", crs=self.crs_wkt, append=layer in self._layers,
+                    dataset_options={"VERSION": "1.2"} if not self._layers else None,
+                )
             if self.shp_tmp and (table.num_rows or not self._shp_started):
                 pyogrio.raw.write_arrow(
                     _shapefile_table(table), self.shp_tmp, driver="ESRI Shapefile", geometry_name="geometry",
                     geometry_type="Polygon", crs=self.crs_wkt, encoding="UTF-8", append=self._shp_started,
                 )
                 self._shp_started = True
-        if self.pq_tmp and table.num_rows:
-            self._write_parquet(table)
 
     def _write_parquet(self, table: Any) -> None:
         import pyarrow as pa
@@ -137,6 +145,8 @@ class PolygonWriter(PublishOnExit):
         if not self._layers:
             raise ValueError("no layer was written; call ensure_layer for at least one class")
         try:
+            if self._gpkg is not None:
+                self._gpkg.close()  # builds the spatial indexes
             if self.pq_tmp:
                 if self._pq is None:  # no polygon at all: an empty file with the full schema
                     self._write_parquet(self._empty_table())
@@ -169,6 +179,8 @@ class PolygonWriter(PublishOnExit):
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self._gpkg is not None:
+            self._gpkg.close()
         if self._pq is not None:
             try:
                 self._pq.close()
@@ -234,12 +246,16 @@ def _local(uri: str):
 
 def list_layers(uri: str) -> list[str]:
     """Layer names of a vector file."""
+    import pyogrio
+
     with _local(uri) as p:
         return [str(x) for x in pyogrio.list_layers(p)[:, 0]]
 
 
 def layer_stats(uri: str) -> dict[str, dict[str, float]]:
     """``{layer: {"count": n, "area_m2": sum of area_m2}}`` of every layer, without reading geometries."""
+    import pyogrio
+
     out: dict[str, dict[str, float]] = {}
     with _local(uri) as p:
         for layer in pyogrio.list_layers(p)[:, 0]:
@@ -264,6 +280,8 @@ def read_polygons(
     max_features: int | None = None,
 ) -> Any:
     """Read polygons as a GeoDataFrame, filtered in GDAL (``where`` SQL, ``bbox``, ``max_features``)."""
+    import pyogrio
+
     with _local(uri) as p:
         return pyogrio.read_dataframe(
             p, layer=layer, columns=columns, where=where, bbox=bbox, max_features=max_features
@@ -351,6 +369,131 @@ class _GdalPolygonizer:
         geom_col = [n for n in table.column_names if n != "v"][0]
         wkb = table.column(geom_col).to_numpy(zero_copy_only=False)
         return shapely.from_wkb(wkb), ids
+
+
+class _ArrowSchema(ctypes.Structure):
+    _fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+                ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64), ("children", ctypes.c_void_p),
+                ("dictionary", ctypes.c_void_p), ("release", ctypes.CFUNCTYPE(None, ctypes.c_void_p)),
+                ("private_data", ctypes.c_void_p)]
+
+
+class _ArrowArray(ctypes.Structure):
+    _fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.c_void_p),
+                ("children", ctypes.c_void_p), ("dictionary", ctypes.c_void_p),
+                ("release", ctypes.CFUNCTYPE(None, ctypes.c_void_p)), ("private_data", ctypes.c_void_p)]
+
+
+def _release(s: ctypes.Structure) -> None:
+    if s.release:
+        s.release(ctypes.addressof(s))
+
+
+def _strings(*items: str) -> Any:
+    """A NULL-terminated ``char **`` of ``items``."""
+    return (ctypes.c_char_p * (len(items) + 1))(*[i.encode() for i in items], None)
+
+
+class _ArrowGpkg:
+    """A GeoPackage (GPKG 1.2) kept open while batches are appended through ``OGR_L_WriteArrowBatch``.
+
+    One transaction per batch; the spatial index of every layer is built once, on :meth:`close`
+    (pyogrio reopens the file for each append, and its appends update the R-tree row by row).
+    Uses the libgdal rasterio loaded (see :class:`_GdalPolygonizer`); None from :meth:`create`
+    where that is not usable, or with ``UNETGEO_GPKG_WRITER=pyogrio``.
+    """
+
+    SIGS = {
+        "GDALCreate": ([ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                        ctypes.c_void_p], ctypes.c_void_p),
+        "OSRNewSpatialReference": ([ctypes.c_char_p], ctypes.c_void_p), "OSRRelease": ([ctypes.c_void_p], None),
+        "OGR_L_CreateFieldFromArrowSchema": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_bool),
+        "OGR_L_WriteArrowBatch": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
+                                  ctypes.c_bool),
+        "GDALDatasetStartTransaction": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
+        "GDALDatasetCommitTransaction": ([ctypes.c_void_p], ctypes.c_int),
+        "CPLPushErrorHandler": ([ctypes.c_void_p], None), "CPLPopErrorHandler": ([], None),
+    }
+
+    def __init__(self, poly: _GdalPolygonizer, path: str, crs_wkt: str):
+        lib = self.lib = poly.lib
+        for name, (args, res) in self.SIGS.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        self.poly = poly
+        drv = lib.GDALGetDriverByName(b"GPKG")
+        if not drv:
+            raise OSError("GDAL has no GPKG driver")
+        lib.CPLPushErrorHandler(ctypes.cast(lib.CPLQuietErrorHandler, ctypes.c_void_p))  # the .tmp extension
+        try:
+            self.ds = lib.GDALCreate(drv, path.encode(), 0, 0, 0, 0, _strings("VERSION=1.2"))
+        finally:
+            lib.CPLPopErrorHandler()
+        if not self.ds:
+            raise poly._error(f"GPKG creation of {path}")
+        self.srs = lib.OSRNewSpatialReference(crs_wkt.encode())
+        self.layers: dict[str, int] = {}
+
+    @classmethod
+    def create(cls, path: str, crs_wkt: str) -> _ArrowGpkg | None:
+        if os.environ.get("UNETGEO_GPKG_WRITER", "ctypes") != "ctypes":
+            return None
+        poly = _polygonizer()
+        if poly is None:
+            return None
+        try:
+            return cls(poly, path, crs_wkt)
+        except (OSError, AttributeError) as e:
+            log.info("GeoPackage through pyogrio (%s)", e)
+            return None
+
+    def _layer(self, name: str, schema: Any) -> int:
+        if name not in self.layers:
+            lib = self.lib
+            layer = lib.GDALDatasetCreateLayer(self.ds, name.encode(), self.srs, _WKB_POLYGON, None)
+            if not layer:
+                raise self.poly._error(f"layer {name} creation")
+            for f in schema:
+                if f.name == "geometry":
+                    continue
+                c = _ArrowSchema()
+                f._export_to_c(ctypes.addressof(c))
+                try:
+                    if not lib.OGR_L_CreateFieldFromArrowSchema(layer, ctypes.addressof(c), None):
+                        raise self.poly._error(f"field {f.name} creation")
+                finally:
+                    _release(c)
+            self.layers[name] = layer
+        return self.layers[name]
+
+    def write(self, name: str, table: Any) -> None:
+        """Append ``table`` (Arrow, WKB ``geometry`` column) to layer ``name`` (created on first use)."""
+        lib = self.lib
+        layer = self._layer(name, table.schema)
+        opts = _strings("GEOMETRY_NAME=geometry")
+        if lib.GDALDatasetStartTransaction(self.ds, 0):
+            raise self.poly._error("StartTransaction")
+        for batch in table.combine_chunks().to_batches():
+            sch, arr = _ArrowSchema(), _ArrowArray()
+            batch._export_to_c(ctypes.addressof(arr), ctypes.addressof(sch))
+            try:
+                if not lib.OGR_L_WriteArrowBatch(layer, ctypes.addressof(sch), ctypes.addressof(arr), opts):
+                    raise self.poly._error(f"write to layer {name}")
+            finally:
+                _release(arr)
+                _release(sch)
+        if lib.GDALDatasetCommitTransaction(self.ds):
+            raise self.poly._error("CommitTransaction")
+
+    def close(self) -> None:
+        """Close the file (builds the spatial indexes); idempotent."""
+        if self.ds:
+            ds, self.ds = self.ds, None
+            self.lib.OSRRelease(self.srs)
+            if self.lib.GDALClose(ds):
+                raise self.poly._error("GPKG close")
+
 
 
 _POLYGONIZER: list[_GdalPolygonizer | None] = []

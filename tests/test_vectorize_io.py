@@ -1,0 +1,105 @@
+"""vectorize internals of issue 12: the GeoPackage writer on GDAL's C API, chunked merge output,
+the numpy connected components, int32 dissolve at large coordinates."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from test_vectorize import pd_concat, write_raster
+
+import unetgeo.merge as merge
+from unetgeo.merge import components, dissolve_groups
+from unetgeo.vectorize import vectorize
+
+
+def _arr(seed, shape=(150, 170), k=4):
+    return ndimage.median_filter(np.random.default_rng(seed).integers(0, k, shape).astype(np.uint8), 3)
+
+
+@pytest.mark.parametrize("n,m", [(1, 0), (10, 5), (1000, 700), (20000, 19000), (5000, 0)])
+def test_components_equal_scipy(n, m):
+    rng = np.random.default_rng(n + m)
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    got = components(n, a, b)
+    k, ref = connected_components(coo_matrix((np.ones(m), (a, b)), shape=(n, n)), directed=False)
+    assert got.shape == (n,) and got.max() + 1 == k
+    assert len(set(zip(got.tolist(), ref.tolist(), strict=True))) == k  # the same partition
+
+
+def test_components_of_a_long_chain_and_cycles():
+    n = 50_000
+    assert (components(n, np.arange(n), np.r_[np.arange(1, n), 0]) == 0).all()
+    perm = np.random.default_rng(1).permutation(n)
+    got = components(n, np.arange(n), perm)
+    _, ref = connected_components(coo_matrix((np.ones(n), (np.arange(n), perm)), shape=(n, n)), directed=False)
+    assert len(set(zip(got.tolist(), ref.tolist(), strict=True))) == ref.max() + 1
+
+
+def test_gpkg_on_gdal_c_api_equals_pyogrio(tmp_path, monkeypatch):
+    """The GeoPackage kept open through GDAL's C API holds what pyogrio's appends write, with R-trees."""
+    cu = write_raster(tmp_path / "c.tif", _arr(11))
+    kw = dict(shapefile=False, block_px=32, batch_size=50, class_names=["a", "b", "c", "d"])
+    ours = vectorize(cu, str(tmp_path / "ours.gpkg"), **kw)
+    monkeypatch.setenv("UNETGEO_GPKG_WRITER", "pyogrio")
+    peer = vectorize(cu, str(tmp_path / "peer.gpkg"), **kw)
+    assert ours.counts == peer.counts and sum(ours.counts.values()) > 100
+    assert pd_concat(ours.out_uri) == pd_concat(peer.out_uri)
+    for uri in (ours.out_uri, peer.out_uri):
+        with sqlite3.connect(uri) as db:
+            assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            assert {f"rtree_{c}_geom" for c in "abcd"} <= tables
+            n_rtree = db.execute('SELECT COUNT(*) FROM "rtree_b_geom"').fetchone()[0]
+            assert n_rtree == ours.counts["b"]
+    info_o, info_p = pyogrio.read_info(ours.out_uri, layer="b"), pyogrio.read_info(peer.out_uri, layer="b")
+    assert list(info_o["fields"]) == list(info_p["fields"]) and info_o["crs"] == info_p["crs"]
+    bbox = (500000.0, 5999000.0, 500500.0, 6000000.0)
+    a = pyogrio.read_dataframe(ours.out_uri, layer="b", bbox=bbox)
+    b = pyogrio.read_dataframe(peer.out_uri, layer="b", bbox=bbox)
+    assert 0 < len(a) == len(b) < ours.counts["b"]
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_gpkg_writer_leaves_nothing_on_error(tmp_path, monkeypatch):
+    import unetgeo.vectorize as vec
+
+    cu = write_raster(tmp_path / "c.tif", _arr(12))
+
+    def boom(self, *a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(vec._Sink, "_table", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        vectorize(cu, str(tmp_path / "p.gpkg"), shapefile=False, block_px=32)
+    assert not list(tmp_path.glob("p.gpkg*"))
+
+
+def test_merge_output_in_small_chunks_is_the_same(tmp_path, monkeypatch):
+    """Merged objects go to the writer chunk by chunk (bounded memory); the polygons do not change."""
+    cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
+    one = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
+    calls = []
+    real = merge.dissolve_groups
+    monkeypatch.setattr(merge, "dissolve_groups", lambda *a: (calls.append(len(a[2])), real(*a))[1])
+    monkeypatch.setattr(merge, "CHUNK_VERTICES", 60)
+    many = vectorize(cu, str(tmp_path / "b.gpkg"), shapefile=False, block_px=32)
+    assert one.n_merged == many.n_merged > 10 and len(calls) > 20
+    assert pd_concat(one.out_uri) == pd_concat(many.out_uri)
+
+
+def test_dissolve_at_coordinates_whose_products_pass_int32():
+    """int32 coordinates: products of coordinates (ring areas) must not overflow far from the origin."""
+    x0, y0 = 3_000_000, 2_000_000  # a raster this wide: x * y > 2**31
+    boxes = [shapely.box(x0 - 5, y0 - 7, x0, y0), shapely.box(x0, y0 - 7, x0 + 7, y0),
+             shapely.box(x0 - 5, y0, x0 + 7, y0 + 5)]  # seams on the block lines x0 and y0
+    out, ok = dissolve_groups(np.array(boxes, dtype=object), np.zeros(3, dtype=np.int64),
+                              np.array([12 * 12]), (1_000_000, 1_000_000))
+    assert ok[0] and out[0].equals(shapely.box(x0 - 5, y0 - 7, x0 + 7, y0 + 5))
