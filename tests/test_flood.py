@@ -54,6 +54,34 @@ def test_flood_raster_and_polygons(tmp_path):
     assert df["area_m2"].iloc[0] == 20 * 20 * 100.0 and df["class_name"].iloc[0] == "flooded"
 
 
+def test_cloud_pixels_are_never_dry_or_flooded(tmp_path):
+    """The model's cloud class (id 2) is unknown (255) in flood.tif, in the scene and in the reference."""
+    ok = np.ones((1, 5), bool)
+    now = np.array([[1, 2, 0, 1, 2]], np.uint8)
+    before = np.array([[0, 0, 2, 2, 1]], np.uint8)
+    out = flood_pixels(now, ok, before, ok, water_class_id=1, unknown_class_ids=(2,))
+    assert out.tolist() == [[1, 255, 255, 255, 255]]
+    # a cloudy synthetic post-flood scene: its label raster as the class raster, the pre-flood labels as reference
+    from unetgeo.synthetic import make_flood_pair
+
+    pair = make_flood_pair(str(tmp_path / "pair"), size_px=192, seed=5, post_cloud_fraction=0.3)
+    fu = flood_raster(pair["post"].labels_uri, pair["pre"].labels_uri, str(tmp_path / "flood.tif"), water_class_id=1,
+                      unknown_class_ids=(2,), block_px=64)
+    with rasterio.open(fu) as ds:
+        f = ds.read(1)
+        assert ds.tags()["unknown_class_ids"] == "[2]"
+    with rasterio.open(pair["post"].labels_uri) as ds:
+        post = ds.read(1)
+    with rasterio.open(pair["pre"].labels_uri) as ds:
+        pre = ds.read(1)
+    cloud = post == 2
+    assert 0.15 < cloud.mean() < 0.45
+    assert np.all(f[cloud] == 255)  # never dry (0), never flooded (1)
+    clear = ~cloud & (post != 255) & (pre != 255)
+    np.testing.assert_array_equal(f[clear], ((post == 1) & (pre != 1))[clear].astype(np.uint8))
+    assert np.count_nonzero(f == 1) > 0 and np.count_nonzero(f == 0) > 0
+
+
 def test_flood_raster_refuses_another_grid(tmp_path):
     a = np.zeros((32, 32), np.uint8)
     cu = write_raster(tmp_path / "now.tif", a)

@@ -62,3 +62,12 @@ def test_cli_parses_the_input_options(tmp_path: Path) -> None:
     a = build_parser().parse_args(["predict", "s.tif", "--model", "m", "--out", "o", "--strict", "--bands",
                                    "B2,B3", "--nodata", "none", "--scale", "0.0001"])
     assert a.strict and a.bands == "B2,B3" and a.nodata == "none" and a.scale == (0.0001,)
+
+
+def test_linear_sentinel1_backscatter_given_to_a_db_model_is_named() -> None:
+    from unetgeo.guard import check_input
+
+    stats = {"vv": {"mean": 0.05, "std": 0.08}, "vh": {"mean": 0.012, "std": 0.01}}  # sigma0 in linear power
+    r = check_input(stats, [-11.0, -18.0], [4.0, 4.0], ["vv", "vh"])
+    assert not r["ok"] and r["off_bands"] == ["vv", "vh"]
+    assert all("10 * log10" in w for w in r["warnings"])

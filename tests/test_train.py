@@ -152,7 +152,8 @@ def test_train_writes_bundle_metrics_and_report(tmp_path):
     assert res.epochs_run == 2 and len(res.history) == 2 and res.best_epoch in (1, 2)
     meta = json.loads((out / "model.json").read_text())
     assert meta["in_bands"] == list(BANDS) and meta["stride"] == 8 and meta["tile_px"] == 64
-    assert [c["name"] for c in meta["classes"]] == ["background", "water"]
+    assert [c["name"] for c in meta["classes"]] == ["background", "water", "cloud"]  # the embedded flood classes
+    assert meta["input"]["indices"] == list(cfg.model.indices)
     m = meta["metrics"]
     assert set(m["per_class"]) == {"background", "water"}
     assert set(m["per_class"]["water"]) >= {"iou", "f1", "precision", "recall"}

@@ -60,6 +60,23 @@ class ModelSpec(_Frozen):
         default=None,
         description="null (random init, the default: nothing is downloaded) or a local .pth/.safetensors file",
     )
+    indices: tuple[str, ...] = Field(
+        default=(),
+        description="spectral indices appended as input channels (ndwi, mndwi, ndvi): gain-invariant, so "
+        "they carry across illumination, haze and sensor calibration",
+    )
+
+    @field_validator("indices")
+    @classmethod
+    def _known_indices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from unetgeo.indices import INDEX_BANDS
+
+        bad = [i for i in v if i not in INDEX_BANDS]
+        if bad:
+            raise ValueError(f"unknown indices {bad}; use any of {sorted(INDEX_BANDS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"indices repeat: {list(v)}")
+        return v
 
 
 class TilingSpec(_Frozen):
@@ -197,6 +214,11 @@ class FloodSpec(_Frozen):
 
     water_class: str = "water"
     min_area_m2: float = Field(default=0.0, ge=0)
+    unknown_classes: tuple[str, ...] = Field(
+        default=("cloud",),
+        description="classes that are neither dry nor water (clouds): unknown (255) in flood.tif, "
+        "never flooded, counted in unknown_km2; names the model does not have are ignored",
+    )
 
 
 class InputSpec(_Frozen):
@@ -218,7 +240,7 @@ class InputSpec(_Frozen):
         default=3.0, gt=0, description="warn when a band's mean is this many training stds from the training mean"
     )
     guard_std_ratio: float = Field(
-        default=4.0, gt=1, description="warn when a band's std differs from the training std by this factor"
+        default=4.0, gt=1, description="warn when a band's std is this factor wider than the training std (or 25x narrower)"
     )
     strict: bool = Field(default=False, description="an input guard warning is an error (exit 2) before prediction")
 
@@ -238,6 +260,7 @@ class InputSpec(_Frozen):
 _FLOOD_CLASSES = (
     ClassSpec(name="background", color="#d9d9d9"),
     ClassSpec(name="water", color="#1f78b4"),
+    ClassSpec(name="cloud", color="#ffffff"),
 )
 
 
@@ -247,7 +270,7 @@ class Config(_Frozen):
     name: str = "flood"
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir")
     classes: tuple[ClassSpec, ...] = _FLOOD_CLASSES
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = ModelSpec(indices=("ndwi", "mndwi"))
     tiling: TilingSpec = TilingSpec()
     training: TrainingSpec = TrainingSpec()
     inference: InferenceSpec = InferenceSpec()
@@ -265,6 +288,15 @@ class Config(_Frozen):
             raise ValueError(f"need 2 to 254 classes (255 is nodata), got {len(names)}")
         if self.flood is not None and self.flood.water_class not in names:
             raise ValueError(f"flood.water_class={self.flood.water_class!r} is not one of the classes {names}")
+        if self.model.indices:
+            from unetgeo.indices import INDEX_BANDS
+
+            lower = [b.lower() for b in self.bands]
+            for ix in self.model.indices:
+                need = [b for b in INDEX_BANDS[ix] if b not in lower]
+                if need:
+                    raise ValueError(f"model.indices has {ix!r}, which needs the bands {list(INDEX_BANDS[ix])}, "
+                                     f"but bands are {list(self.bands)}; name the bands so or drop {ix!r}")
         if self.inference.halo_px > self.tiling.tile_px:
             raise ValueError(f"inference.halo_px={self.inference.halo_px} is larger than tiling.tile_px="
                              f"{self.tiling.tile_px}; a halo is context around a chunk: use at most the tile "

@@ -42,6 +42,7 @@ def flood_pixels(
     before_valid: np.ndarray,
     water_class_id: int,
     reference_is_mask: bool = False,
+    unknown_class_ids: Sequence[int] = (),
 ) -> np.ndarray:
     """Flood map of one window.
 
@@ -52,15 +53,23 @@ def flood_pixels(
         before_valid: ``(h, w)`` bool validity of ``before``.
         water_class_id: the water class id.
         reference_is_mask: ``before`` is a water mask rather than class ids.
+        unknown_class_ids: classes that are neither dry nor water (``cloud``): unknown (255) where
+            the current scene or the reference class raster has them.
 
     Returns:
-        ``(h, w)`` uint8: 1 water now and not water before, 0 otherwise, 255 where either is invalid.
+        ``(h, w)`` uint8: 1 water now and not water before, 0 otherwise, 255 where either is
+        invalid or unknown.
     """
     valid = now_valid & before_valid & (now != NODATA)
+    unknown = list(unknown_class_ids)
+    if unknown:
+        valid &= ~np.isin(now, unknown)
     if reference_is_mask:
         water_before = before != 0
     else:
         valid &= before != NODATA
+        if unknown:
+            valid &= ~np.isin(before, unknown)
         water_before = before == water_class_id
     flooded = (now == water_class_id) & ~water_before
     return np.where(valid, flooded.astype(np.uint8), np.uint8(NODATA)).astype(np.uint8)
@@ -76,6 +85,7 @@ def flood_raster(
     block_px: int = 1024,
     unknown_uri: str | None = None,
     unknown_classes: Sequence[int] | None = None,
+    unknown_class_ids: Sequence[int] = (),
 ) -> str:
     """Flood difference raster (COG uint8: 1 flooded, 0 not flooded, 255 nodata / unknown), block by block.
 
@@ -92,6 +102,8 @@ def flood_raster(
             resampled nearest onto the classes grid; 255 where it holds ``unknown_classes`` or no data.
         unknown_classes: the values of ``unknown_uri`` that are unknown (None: the SCL's
             :data:`unetgeo.stac.SCL_UNKNOWN_CLASSES`: no data, cloud shadow, clouds, cirrus, snow).
+        unknown_class_ids: the model's classes that are unknown in the flood map (its ``cloud``
+            class): 255 where the scene or the reference has them, never dry, never flooded.
 
     Returns:
         ``out_uri``.
@@ -117,6 +129,8 @@ def flood_raster(
              "scene_id": tags.get("scene_id"), "model_id": tags.get("model_id")}
     if unknown_uri:
         extra.update(unknown_uri=unknown_uri, unknown_classes=list(classes))
+    if unknown_class_ids:
+        extra.update(unknown_class_ids=[int(i) for i in unknown_class_ids])
     with SceneReader(classes_uri) as cr, SceneReader(reference_uri) as rr, unknown or nullcontext(), CogWriter(
         out_uri, grid, 1, "uint8", NODATA, resampling="mode", band_names=["flooded"], colormap=cmap,
         tags=class_raster_tags(FLOOD_CLASS_NAMES, FLOOD_CLASS_COLORS, **extra),
@@ -124,7 +138,8 @@ def flood_raster(
         for win in iter_tile_windows(grid.height, grid.width, block_px):
             now, now_valid = cr.read(win, bands=[1])
             before, before_valid = rr.read(win, bands=[1])
-            flood = flood_pixels(now[0], now_valid, before[0], before_valid, int(water_class_id), reference_is_mask)
+            flood = flood_pixels(now[0], now_valid, before[0], before_valid, int(water_class_id), reference_is_mask,
+                                 unknown_class_ids)
             if unknown is not None:
                 values, known = unknown.read(win)
                 flood[~known | np.isin(values[0], classes)] = NODATA

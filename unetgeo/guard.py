@@ -174,14 +174,18 @@ class InOrder:
 # --------------------------------------------------------------------------------------------
 # the input guard
 # --------------------------------------------------------------------------------------------
+NARROW_FACTOR = 25.0
+"""How many times narrower than the training spread a band's spread may be before it is suspicious."""
+
+
 def check_input(stats: dict[str, dict[str, float]], mean: Sequence[float], std: Sequence[float],
                 model_bands: Sequence[str], *, mean_sd: float = 3.0, std_ratio: float = 4.0,
                 where: str = "scene") -> dict[str, Any]:
     """Compare a scene's band statistics with a model's training statistics.
 
     A band is *off* when its mean lies more than ``mean_sd`` training standard deviations from
-    the training mean, or its std differs from the training std by more than a factor
-    ``std_ratio``. Each off band gets one warning naming the band, both values and the likely
+    the training mean, its std is more than ``std_ratio`` times the training std, or more than
+    :data:`NARROW_FACTOR` (or ``std_ratio`` if larger) times narrower. Each off band gets one warning naming the band, both values and the likely
     cause (reflectance scale 1 vs 10000, a Sentinel-2 offset of 1000, L1C vs L2A, band order).
 
     Args:
@@ -201,7 +205,11 @@ def check_input(stats: dict[str, dict[str, float]], mean: Sequence[float], std: 
         s, m_t, s_t = stats[name], float(mean[i]), max(float(std[i]), 1e-12)
         m_s, s_s = float(s["mean"]), max(float(s["std"]), 1e-12)
         z, ratio = abs(m_s - m_t) / s_t, max(s_s / s_t, s_t / s_s)
-        off = bool(not np.isfinite(m_s) or z > mean_sd or ratio > std_ratio)
+        # a scene is usually more uniform than a varied training set (one lake and a forest against
+        # clouds, snow, L1C and L2A): only a spread NARROW_FACTOR times narrower is suspicious
+        # (0-1 reflectance given to a x10000 model is ~10^4 narrower); a wider one by std_ratio
+        too_wide, too_narrow = s_s / s_t > std_ratio, s_t / s_s > max(std_ratio, NARROW_FACTOR)
+        off = bool(not np.isfinite(m_s) or z > mean_sd or too_wide or too_narrow)
         report["bands"][name] = {"scene_mean": m_s, "scene_std": float(s["std"]), "scene_p2": float(s.get("p2", np.nan)),
                                  "scene_p98": float(s.get("p98", np.nan)), "model_mean": m_t, "model_std": float(std[i]),
                                  "mean_sd": round(z, 3), "std_ratio": round(ratio, 3), "off": off}
@@ -219,6 +227,10 @@ def check_input(stats: dict[str, dict[str, float]], mean: Sequence[float], std: 
 def likely_cause(m_s: float, m_t: float, s_t: float, i: int, scene_means: Sequence[float],
                  model_means: Sequence[float], model_bands: Sequence[str]) -> str:
     """A one-phrase guess of why a band's mean ``m_s`` differs from the training mean ``m_t``."""
+    band = str(model_bands[i]).lower() if i < len(model_bands) else ""
+    if band in ("vv", "vh", "hh", "hv") and m_t < 0 <= m_s:
+        return ("linear backscatter (power) given to a model trained on dB: convert with 10 * log10(sigma0) "
+                "(README: Bringing your own scenes, Sentinel-1)")
     if m_s > 0 and m_t > 0 and 1000 <= m_t / m_s <= 100000:
         return "reflectance scaled 0-1 given to a model trained on x10000 integers: give --scale 10000"
     if m_s > 0 and m_t > 0 and 1000 <= m_s / m_t <= 100000:

@@ -25,6 +25,7 @@ import numpy as np
 
 from unetgeo.config import ClassSpec, ModelSpec
 from unetgeo.errors import BandMismatchError, ConfigError, ModelBundleError
+from unetgeo.indices import index_positions, normalized_differences
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class ModelMeta:
     Attributes:
         in_bands: band names in the order the model expects them.
         mean, std: per-band normalisation, in ``in_bands`` order (scene units).
+        indices: spectral indices appended as input channels (``model.json`` ``input.indices``).
         class_names, class_colors: class names and ``'#rrggbb'`` colours in id order.
         stride: input height/width must be multiples of this (``2**encoder_depth``).
         tile_px: tile size used in training.
@@ -162,10 +164,16 @@ class ModelMeta:
     tile_px: int
     model_id: str
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    indices: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network: the bands, then the spectral indices (:mod:`unetgeo.indices`)."""
+        return len(self.in_bands) + len(self.indices)
 
     @property
     def spec(self) -> ModelSpec:
@@ -198,7 +206,8 @@ class ModelMeta:
             dec_t = tuple(int(v) for v in dec) if dec else None
             stride = int(meta.get("stride", 2**depth))
             tile_px = int(meta["tile_px"])
-        except (TypeError, KeyError, ValueError) as e:
+            indices = tuple(str(v) for v in (meta.get("input") or {}).get("indices") or ())
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
             raise ModelBundleError(f"{where}: malformed model.json ({type(e).__name__}: {e}); re-export the model") from e
         if not (len(bands) == len(mean) == len(std)):
             raise ModelBundleError(
@@ -208,6 +217,10 @@ class ModelMeta:
             raise ModelBundleError(f"{where}: norm.std must be > 0 for every band, got {list(std)}")
         if len(names) < 2:
             raise ModelBundleError(f"{where}: needs at least 2 classes, got {list(names)}")
+        try:
+            index_positions(bands, indices, where)
+        except ConfigError as e:
+            raise ModelBundleError(e.one_line()) from e
         return cls(
             arch=str(meta["arch"]),
             encoder=str(meta["encoder"]),
@@ -222,6 +235,7 @@ class ModelMeta:
             tile_px=tile_px,
             model_id=str(meta.get("model_id", "")),
             raw=dict(meta),
+            indices=indices,
         )
 
 
@@ -248,6 +262,7 @@ def bundle_meta(
     metrics: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
+    indices: Sequence[str] = (),
 ) -> dict:
     """The ``model.json`` dict of a bundle (the one builder; :func:`save_bundle` fills in the id).
 
@@ -262,6 +277,7 @@ def bundle_meta(
         metrics: validation metrics (``ConfusionMatrix.as_dict``); ``{}`` if None.
         training: the training config dump; ``{}`` if None.
         summary: ``training_summary`` (epochs, steps, timings, history); left out if None.
+        indices: spectral indices appended as input channels (:mod:`unetgeo.indices`).
 
     Raises:
         ModelBundleError: the dict would not validate (names the model and the problem).
@@ -274,6 +290,7 @@ def bundle_meta(
         "decoder_channels": [int(v) for v in spec.decoder_channels] if spec.decoder_channels else None,
         "in_bands": [str(b) for b in in_bands],
         "norm": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "input": {"indices": [str(v) for v in indices]},
         "classes": [_class_entry(c) for c in classes],
         "tile_px": int(tile_px),
         "stride": 2 ** int(spec.encoder_depth),
@@ -328,7 +345,7 @@ def load_bundle(model_dir: str, device: str = "cpu"):
     meta = ModelMeta.from_dict(read_meta(model_dir), where=f"{model_dir}/model.json")
     state = read_weights(model_dir)
     try:
-        model = build_model(meta.spec, len(meta.in_bands), meta.n_classes)
+        model = build_model(meta.spec, meta.in_channels, meta.n_classes)
     except ConfigError as e:
         raise ModelBundleError(f"{model_dir}/model.json: {e}") from e
     try:
@@ -337,7 +354,7 @@ def load_bundle(model_dir: str, device: str = "cpu"):
         first = " ".join(str(e).split())[:300]
         raise ModelBundleError(
             f"{model_dir}/{WEIGHTS_NAME}: weights do not fit {meta.arch}/{meta.encoder} depth {meta.encoder_depth} "
-            f"with {len(meta.in_bands)} bands and {meta.n_classes} classes ({first}); the two files come from different models"
+            f"with {meta.in_channels} input channels and {meta.n_classes} classes ({first}); the two files come from different models"
         ) from e
     model.eval()
     return model.to(device), meta
@@ -367,7 +384,7 @@ def _expected_tensors(meta: ModelMeta, where: str) -> dict[str, tuple[bool, tupl
 
     try:
         with torch.device("meta"):
-            net = build_model(meta.spec, len(meta.in_bands), meta.n_classes)
+            net = build_model(meta.spec, meta.in_channels, meta.n_classes)
     except ConfigError as e:
         raise ModelBundleError(f"{where}: {e.one_line()}") from e
     return {k: (v.is_floating_point(), tuple(v.shape)) for k, v in net.state_dict().items()}
@@ -410,8 +427,8 @@ def check_bundle(model_dir: str) -> ModelMeta:
     if missing or extra or wrong:
         parts = [f"{len(v)} {label} (e.g. {v[0]})" for label, v in (("missing", missing), ("unexpected", extra), ("of another shape or kind", wrong)) if v]
         raise ModelBundleError(
-            f"{wuri}: weights do not fit {meta.arch}/{meta.encoder} depth {meta.encoder_depth} with {len(meta.in_bands)} "
-            f"bands and {meta.n_classes} classes: {', '.join(parts)}; model.json and the weights come from different models"
+            f"{wuri}: weights do not fit {meta.arch}/{meta.encoder} depth {meta.encoder_depth} with {meta.in_channels} "
+            f"input channels and {meta.n_classes} classes: {', '.join(parts)}; model.json and the weights come from different models"
         )
     return meta
 
@@ -458,26 +475,33 @@ def check_bands(meta: ModelMeta, scene_band_names: Sequence[str], scene_uri: str
 
 
 def normalise(x: np.ndarray, meta, valid: np.ndarray | None = None) -> np.ndarray:
-    """Normalise a window per band: ``(x - mean) / std``, float32.
+    """Normalise a window per band: ``(x - mean) / std``, float32, then append the spectral indices.
 
     Args:
         x: ``(bands, h, w)`` in scene units, any numeric dtype, bands in ``meta.in_bands`` order.
-        meta: anything with per-band ``mean`` and ``std`` sequences (a :class:`ModelMeta`).
+        meta: anything with per-band ``mean`` and ``std`` sequences, ``in_bands`` and optional
+            ``indices`` (a :class:`ModelMeta` or a training ``Norm``).
         valid: optional ``(h, w)`` bool; False pixels become 0 (the normalised mean).
 
     Returns:
-        float32 ``(bands, h, w)``; non-finite inputs and invalid pixels are 0.
+        float32 ``(bands + len(indices), h, w)``; pixels with a non-finite band and invalid pixels
+        are 0 in every channel.
     """
     mean = np.asarray(meta.mean, dtype=np.float32)
     std = np.asarray(meta.std, dtype=np.float32)
     if x.shape[0] != mean.shape[0]:
         raise BandMismatchError(f"window has {x.shape[0]} bands but the normalisation has {mean.shape[0]}")
-    out = x.astype(np.float32, copy=True)
-    out -= mean[:, None, None]
-    out /= std[:, None, None]
-    bad = ~np.isfinite(out)
+    indices = tuple(getattr(meta, "indices", ()) or ())
+    nb = x.shape[0]
+    out = np.empty((nb + len(indices), *x.shape[1:]), dtype=np.float32)
+    out[:nb] = x
+    out[:nb] -= mean[:, None, None]
+    out[:nb] /= std[:, None, None]
+    if indices:
+        out[nb:] = normalized_differences(x, index_positions(meta.in_bands, indices, "model"))
+    bad = ~np.isfinite(out[:nb]).all(axis=0)
     if valid is not None:
-        bad |= ~np.asarray(valid, dtype=bool)[None]
+        bad |= ~np.asarray(valid, dtype=bool)
     if bad.any():
-        out[bad] = 0.0
+        out[:, bad] = 0.0
     return out

@@ -318,9 +318,12 @@ def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
     ref_uri = run.reference
     if plan.reference_kind == "scene":
         ref_uri = stages.classify(run.reference, join(run.out, "reference"), "reference")["stitch"].classes_uri
+    unknown = set((cfg.flood or FloodSpec()).unknown_classes)
+    unknown_ids = [i for i, n in enumerate(plan.meta.class_names) if n in unknown]
     flood_uri = stages.call("flood-raster", "flood-raster", "flood", flood_raster, classes_uri, ref_uri,
                             join(run.out, "flood.tif"), water_class_id=plan.water_id,
-                            reference_is_mask=plan.reference_kind == "mask", unknown_uri=run.unknown_mask)
+                            reference_is_mask=plan.reference_kind == "mask", unknown_uri=run.unknown_mask,
+                            unknown_class_ids=unknown_ids)
     fp = stages.call("flood-polygons", "flood-polygons", "flood", flood_polygons, flood_uri,
                      join(run.out, "flood.gpkg"), min_area_m2=(cfg.flood or FloodSpec()).min_area_m2,
                      simplify_m=cfg.vectorize.simplify_m, shapefile=cfg.vectorize.shapefile)

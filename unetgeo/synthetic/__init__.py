@@ -1,4 +1,4 @@
-"""Deterministic synthetic Sentinel-2-like scenes with known labels (demo, tests, benchmarks).
+"""Deterministic synthetic Sentinel-2-like (and Sentinel-1) scenes with known labels (demo, tests, benchmarks).
 
 A scene is 5 bands (``blue, green, red, nir, swir``; reflectance x 10000 as uint16 by default)
 on a georeferenced grid, plus a uint8 label raster on the same grid. Its content is plausible
@@ -25,13 +25,15 @@ from unetgeo.synthetic.layout import (
     LANDUSE_CLASSES,
     NODATA_BY_DTYPE,
     POST_FLOOD_LEVEL_M,
+    PRODUCTS,
+    SAR_BAND_NAMES,
     TRAIN_FLOOD_LEVEL_M,
     SceneLayout,
     Town,
     scene_layout,
 )
 from unetgeo.synthetic.render import render_window
-from unetgeo.synthetic.scenes import SyntheticScene, make_flood_pair, make_scene
+from unetgeo.synthetic.scenes import TRAINING_VARIANTS, SyntheticScene, make_flood_pair, make_scene, make_training_set
 
 __all__ = [
     "BAND_NAMES",
@@ -40,12 +42,16 @@ __all__ = [
     "LANDUSE_CLASSES",
     "NODATA_BY_DTYPE",
     "POST_FLOOD_LEVEL_M",
+    "PRODUCTS",
+    "SAR_BAND_NAMES",
     "TRAIN_FLOOD_LEVEL_M",
     "SceneLayout",
     "SyntheticScene",
     "Town",
     "make_flood_pair",
     "make_scene",
+    "make_training_set",
+    "TRAINING_VARIANTS",
     "render_window",
     "scene_layout",
 ]

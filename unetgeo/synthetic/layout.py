@@ -8,13 +8,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unetgeo.synthetic.clouds import CloudLayer, cloud_layer
 from unetgeo.synthetic.noise import _MASK64, _hash01, _noise_1d, _salt, _splitmix
+from unetgeo.synthetic.spectra import (
+    SHADOW_DIFFUSE,
+    Radiometry,
+    draw_radiometry,
+    identity_radiometry,
+    sun_shadow_offset,
+)
 
 BAND_NAMES: tuple[str, ...] = ("blue", "green", "red", "nir", "swir")
-"""Band order of every synthetic scene (Sentinel-2 B2, B3, B4, B8, B11)."""
+"""Band order of every synthetic optical scene (Sentinel-2 B2, B3, B4, B8, B11)."""
 
-FLOOD_CLASSES: tuple[str, ...] = ("background", "water")
-"""Class ids of ``labels="flood"``: 0 background, 1 water (255 nodata)."""
+SAR_BAND_NAMES: tuple[str, ...] = ("vv", "vh")
+"""Band order of every synthetic Sentinel-1 scene (backscatter in dB)."""
+
+FLOOD_CLASSES: tuple[str, ...] = ("background", "water", "cloud")
+"""Class ids of ``labels="flood"``: 0 background, 1 water, 2 cloud (thick cloud; only in cloudy scenes), 255 nodata."""
+
+PRODUCTS: tuple[str, ...] = ("l2a", "l1c")
+"""Processing levels of the synthetic optical scenes: surface (L2A) or top-of-atmosphere (L1C) reflectance."""
+
+CLOUD_CODE = 254
+"""Land-use value :func:`render_window` gives thick-cloud pixels (label: cloud)."""
+
+FIELD_KINDS: tuple[str, ...] = ("crop", "pasture", "soil", "stubble", "shrub", "sand", "burnt", "snow")
+"""Surface kinds a field parcel can have; each scene draws its own shares of them."""
 
 LANDUSE_CLASSES: tuple[str, ...] = ("water", "vegetation", "bare_soil", "built_up")
 """Class ids of ``labels="landuse"``: 0 water, 1 vegetation, 2 bare soil, 3 built-up (255 nodata)."""
@@ -32,7 +52,7 @@ TRAIN_FLOOD_LEVEL_M = 1.3
 """``flood_level`` of the ``train`` scene of :func:`make_flood_pair`."""
 
 _LABEL_COLORS = {
-    "flood": {0: (217, 217, 217, 255), 1: (31, 120, 180, 255)},
+    "flood": {0: (217, 217, 217, 255), 1: (31, 120, 180, 255), 2: (255, 255, 255, 255)},
     "landuse": {0: (31, 120, 180, 255), 1: (51, 160, 44, 255), 2: (177, 89, 40, 255), 3: (227, 26, 28, 255)},
 }
 
@@ -76,10 +96,33 @@ class SceneLayout:
     towns: tuple[Town, ...]
     roads: tuple[tuple[float, float, float], ...]  # (y, x, angle) of straight main roads
     salts: dict[str, int]
+    # radiometry, land-cover mix and clouds (drawn from their own random stream)
+    radiometry: Radiometry | None = None
+    field_cdf: tuple[float, ...] = (0.42, 0.62, 0.85, 1.0, 1.0, 1.0, 1.0, 1.0)  # cumulative shares of FIELD_KINDS
+    conifer_share: float = 0.0  # share of forest that is conifer
+    dark_water: float = 0.0  # 0-1: how humic / black the permanent water of the scene is
+    hills: float = 0.0  # share of land in terrain shadow (hilly scenes)
+    adjacency: float = 0.0  # share of the shore's light scattered into water at the shore line
+    adjacency_px: float = 4.0  # e-folding distance of the adjacency effect, px
+    shore_soil: float = 0.0  # share of bare soil (rest: vegetation) in the shore light of the adjacency effect
+    mud_m: float = 0.0  # height band above the water line (m) that is wet soil / mudflat on open land
+    clouds: CloudLayer | None = None
 
 
-def scene_layout(seed: int, height: int, width: int, footprint: bool = True) -> SceneLayout:
-    """Draw the scene-wide layout (river course, main town, roads, footprint) from ``seed``."""
+def scene_layout(seed: int, height: int, width: int, footprint: bool = True, *, product: str = "l2a",
+                 cloud_fraction: float = 0.0, thin_cloud_fraction: float = 0.0, res_m: float = 10.0,
+                 calibrated: bool = True) -> SceneLayout:
+    """Draw the scene-wide layout (river course, main town, roads, footprint) from ``seed``.
+
+    Args:
+        seed, height, width, footprint: content seed, size in px, cut-off corner.
+        product: ``"l2a"`` or ``"l1c"`` (see :mod:`unetgeo.synthetic.spectra`).
+        cloud_fraction, thin_cloud_fraction: shares of the scene under thick (labelled) and
+            thin cloud; thick clouds cast shadows displaced by the sun geometry.
+        res_m: pixel size in metres (for the shadow displacement).
+        calibrated: draw the per-scene radiometry and land-cover mix; False gives every surface
+            at its median with no atmosphere (the reference rendering of the tests).
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed & _MASK64, height, width, 0x5EED]))
     size = float(min(height, width))
     # river roughly W-E or N-S, tilted up to 35 degrees, passing near the centre
@@ -93,12 +136,13 @@ def scene_layout(seed: int, height: int, width: int, footprint: bool = True) -> 
         (float(rng.uniform(35, 60)), float(rng.uniform(380, 620)), float(rng.uniform(0, 2 * math.pi))),
         (float(rng.uniform(8, 16)), float(rng.uniform(150, 240)), float(rng.uniform(0, 2 * math.pi))),
     )
-    halfwidth = float(rng.uniform(5.0, 8.0))
+    halfwidth = float(rng.uniform(2.5, 8.0))  # 50-160 m wide at 10 m: small channels to large rivers
     salts = {
         k: _salt(seed, k)
         for k in (
             "river_noise", "river_width", "river_turb", "height", "height_detail", "height_slope", "fields",
             "forest", "tex", "tex_fine", "tex_vig", "lakes", "villages", "noise_a", "water_tex", "sediment",
+            "conifer", "patches", "hills", "cloud_thick", "cloud_thin", "cloud_tex",
         )
     }
     layout_no_towns = dict(
@@ -134,7 +178,44 @@ def scene_layout(seed: int, height: int, width: int, footprint: bool = True) -> 
     for _ in range(n_extra):
         roads.append((float(rng.uniform(0, height)), float(rng.uniform(0, width)), float(rng.uniform(0, math.pi))))
     layout_no_towns.update(towns=(main,), roads=tuple(roads))
+    layout_no_towns.update(_scene_mix(seed, height, width, product, cloud_fraction, thin_cloud_fraction, res_m,
+                                      salts, calibrated))
     return SceneLayout(**layout_no_towns)
+
+
+def _scene_mix(seed: int, height: int, width: int, product: str, cloud_fraction: float, thin_cloud_fraction: float,
+               res_m: float, salts: dict[str, int], calibrated: bool) -> dict:
+    """Radiometry, land-cover shares, water type, hills and clouds of a scene (own random stream)."""
+    if product not in PRODUCTS:
+        raise ValueError(f"product={product!r} must be one of {list(PRODUCTS)}")
+    if not (0.0 <= cloud_fraction <= 0.9 and 0.0 <= thin_cloud_fraction <= 1.0):
+        raise ValueError(f"cloud_fraction={cloud_fraction} must be in 0-0.9 and thin_cloud_fraction="
+                         f"{thin_cloud_fraction} in 0-1")
+    rng = np.random.default_rng(np.random.SeedSequence([seed & _MASK64, height, width, 0xC10D]))
+    out: dict = {}
+    if calibrated:
+        out["radiometry"] = draw_radiometry(rng, product)
+        # field kinds: temperate farmland always; some scenes add dry shrub, sand, burns, snow
+        w = np.array([0.42, 0.20, 0.23, 0.15, 0.0, 0.0, 0.0, 0.0])
+        w[:4] *= rng.uniform(0.5, 1.5, 4)
+        for k, p, share in ((4, 0.35, 0.25), (5, 0.2, 0.25), (6, 0.3, 0.08), (7, 0.15, 0.3)):
+            if rng.random() < p:
+                w[k] = share * rng.uniform(0.3, 1.0)
+        out["field_cdf"] = tuple(float(v) for v in np.cumsum(w) / w.sum())
+        out["conifer_share"] = float(rng.choice([0.0, rng.uniform(0.2, 0.8)], p=[0.5, 0.5]))
+        out["dark_water"] = float(rng.choice([0.0, rng.uniform(0.4, 1.0)], p=[0.6, 0.4]))
+        out["hills"] = float(rng.choice([0.0, rng.uniform(0.03, 0.12)], p=[0.6, 0.4]))
+        out["adjacency"] = float(rng.uniform(0.03, 0.16) * (1.3 if product == "l1c" else 1.0))
+        out["adjacency_px"] = float(rng.uniform(2.0, 8.0))
+        out["shore_soil"] = float(rng.uniform(0.0, 0.8))
+        out["mud_m"] = float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.5, 0.5]))
+    else:
+        out["radiometry"] = identity_radiometry()
+    shadow = sun_shadow_offset(rng, res_m)
+    out["clouds"] = cloud_layer(rng, height, width, cloud_fraction, thin_cloud_fraction,
+                                (salts["cloud_thick"], salts["cloud_thin"], salts["cloud_tex"]), shadow[:2],
+                                float(rng.uniform(*SHADOW_DIFFUSE)))
+    return out
 
 
 def _river_centre(lay: SceneLayout, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

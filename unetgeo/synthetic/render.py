@@ -8,8 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from unetgeo.grid import Window
+from unetgeo.synthetic.clouds import _quantile_threshold, cloud_fields
 from unetgeo.synthetic.layout import (
     BAND_NAMES,
+    CLOUD_CODE,
+    FIELD_KINDS,
     LABEL_NODATA,
     SceneLayout,
     Town,
@@ -26,35 +29,31 @@ from unetgeo.synthetic.noise import (
     _noise_sep,
     _splitmix,
 )
-
-# --- spectra (reflectance x 10000; blue, green, red, nir, swir) -----------------------------
-_K_WATER_CLEAR, _K_WATER_TURBID, _K_FLOOD = 0, 1, 2
-_K_CROP, _K_PASTURE, _K_FOREST, _K_HEDGE, _K_URBAN_GRASS = 3, 4, 5, 6, 7
-_K_SOIL, _K_STUBBLE = 8, 9
-_K_ROOF_BRIGHT, _K_ROOF_RED, _K_ROOF_DARK, _K_ASPHALT, _K_SHADOW = 10, 11, 12, 13, 14
-_SPECTRA = np.array(
-    [
-        [420, 560, 330, 230, 140],  # clear water
-        [680, 900, 820, 430, 260],  # turbid water
-        [720, 930, 940, 440, 280],  # muddy flood water (little sediment)
-        [330, 620, 380, 3900, 1750],  # green crop
-        [420, 720, 560, 3100, 2050],  # pasture / grass
-        [250, 430, 240, 2900, 1200],  # forest
-        [300, 560, 330, 3300, 1500],  # hedge / tree row
-        [450, 700, 600, 2600, 1900],  # urban grass
-        [820, 1120, 1450, 2150, 3050],  # bare soil (ploughed)
-        [1000, 1300, 1650, 2400, 3300],  # dry soil / stubble
-        [1350, 1420, 1480, 1850, 2250],  # bright roof
-        [900, 950, 1350, 1700, 2300],  # red tile roof
-        [420, 450, 470, 560, 490],  # dark roof
-        [780, 820, 850, 1050, 1250],  # asphalt
-        [300, 360, 300, 330, 190],  # deep building shadow (water-like, as in real S2)
-    ],
-    dtype=np.float32,
+from unetgeo.synthetic.spectra import (
+    CLOUD_THICK,
+    CLOUD_THIN_ADD,
+    KIND,
+    LANDUSE_OF_KIND,
+    P10,
+    P90,
+    identity_radiometry,
+    scene_spectra,
 )
-_SILTY_FLOOD = np.array([1000, 1250, 1400, 900, 650], dtype=np.float32)  # sediment-laden flood water
-_LANDUSE_OF_KIND = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 3], dtype=np.uint8)
-_IS_VEG = _LANDUSE_OF_KIND == 1
+
+# --- surface kinds (rows of unetgeo.synthetic.spectra.SURFACES) ----------------------------------
+_K_WATER_CLEAR, _K_WATER_TURBID, _K_WATER_SHALLOW, _K_WATER_DARK, _K_FLOOD = (
+    KIND[k] for k in ("water_clear", "water_turbid", "water_shallow", "water_dark", "flood_muddy"))
+_K_CROP, _K_PASTURE, _K_FOREST, _K_CONIFER, _K_SHRUB, _K_HEDGE, _K_URBAN_GRASS = (
+    KIND[k] for k in ("crop", "pasture", "forest_broadleaf", "forest_conifer", "shrub", "hedge", "urban_grass"))
+_K_SOIL, _K_STUBBLE, _K_SAND, _K_BURNT, _K_WET_SOIL = (KIND[k] for k in ("soil", "stubble", "sand", "burnt", "wet_soil"))
+_OPEN_LAND = np.array([KIND[k] for k in ("crop", "pasture", "soil", "stubble", "sand", "shrub")], dtype=np.uint8)
+_K_ROOF_BRIGHT, _K_ROOF_RED, _K_ROOF_DARK, _K_ASPHALT, _K_SHADOW = (
+    KIND[k] for k in ("roof_bright", "roof_red", "roof_dark", "asphalt", "building_shadow"))
+_K_SNOW = KIND["snow"]
+_FIELD_KIND_IDS = np.array([KIND[k] for k in FIELD_KINDS], dtype=np.uint8)
+_LANDUSE_OF_KIND = np.minimum(LANDUSE_OF_KIND, 3)  # snow / ice are "bare" in the land-use labels
+_LANDUSE_OF_KIND[LANDUSE_OF_KIND == 4] = 2
+_IS_VEG = LANDUSE_OF_KIND == 1
 # response of each band to vegetation vigour (1 + e * (vigour - 1))
 _VIGOUR_EXP = np.array([-0.3, -0.1, -0.6, 1.0, -0.2], dtype=np.float32)
 
@@ -77,6 +76,7 @@ class _Canvas:
     kind: np.ndarray | None = None  # uint8 surface kind (_K_*)
     bright: np.ndarray | None = None  # float32 brightness factor
     vig: np.ndarray | None = None  # float32 vegetation vigour
+    d_shore: np.ndarray | None = None  # float32 px from the nearest shore, inside water (for adjacency)
 
 
 def render_window(lay: SceneLayout, win: Window, flood_level: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -89,12 +89,39 @@ def render_window(lay: SceneLayout, win: Window, flood_level: float = 0.0) -> tu
 
     Returns:
         ``(dn, landuse)``: ``dn`` uint16 ``(5, h, w)`` reflectance x 10000 in band order
-        :data:`BAND_NAMES`, 0 outside the footprint and >= 1 inside; ``landuse`` uint8 ``(h, w)``
-        with :data:`LANDUSE_CLASSES` ids and 255 outside the footprint.
+        :data:`BAND_NAMES` (L2A surface or L1C top-of-atmosphere, as the layout's product), 0
+        outside the footprint and >= 1 inside; ``landuse`` uint8 ``(h, w)`` with
+        :data:`LANDUSE_CLASSES` ids, :data:`CLOUD_CODE` under thick cloud and 255 outside the
+        footprint.
+    """
+    f32 = np.float32
+    cv, f_water, perm_wins, turb = surface(lay, win, flood_level)
+    clouds = cloud_fields(lay.clouds, cv.ys, cv.xs) if lay.clouds is not None else None
+    dn = _bands(lay, win, cv, f_water, perm_wins, turb, clouds)
+    assert cv.kind is not None
+    landuse = np.where(f_water >= f32(0.5), np.uint8(0), _LANDUSE_OF_KIND[cv.kind])
+    if clouds is not None:
+        landuse[clouds[0] >= f32(0.5)] = CLOUD_CODE
+    if lay.footprint:
+        outside = _outside_footprint(lay, cv.yf, cv.xf)
+        dn[:, outside] = 0
+        landuse[outside] = LABEL_NODATA
+    return dn, landuse
+
+
+def surface(lay: SceneLayout, win: Window, flood_level: float = 0.0) -> tuple[_Canvas, np.ndarray, np.ndarray, np.ndarray]:
+    """The ground of a window, before any sensor: terrain, land cover and water.
+
+    Returns:
+        ``(canvas, f_water, perm_wins, turbidity)``: the per-pixel fields (``canvas.kind`` holds the
+        surface kinds), the water fraction 0-1 (river, lakes and flood; water where >= 0.5), True
+        where permanent water rather than flood water is the larger part, and the water's turbidity.
+        The optical (:func:`render_window`) and radar (:mod:`unetgeo.synthetic.sar`) renderers
+        share it, so both sensors see the same ground.
     """
     cv = _terrain(lay, win, flood_level)
     _land_cover(lay, win, cv)
-    f_lake, lake_turb = _lake_cover(lay, win, cv)
+    f_lake, lake_turb, lake_d = _lake_cover(lay, win, cv)
     # --- flood water: level above the height field; soft edge 0.01 m each side; shallow water
     # (< 0.8 m) lets a little of the submerged land show through
     f32 = np.float32
@@ -103,16 +130,15 @@ def render_window(lay: SceneLayout, win: Window, flood_level: float = 0.0) -> tu
     f_flood = np.minimum(f_flood, f32(0.94) + f32(0.06 / 0.8) * np.clip(depth, 0.0, 0.8))
     f_perm = np.maximum(cv.f_river, f_lake)
     f_water = np.maximum(f_perm, f_flood)
+    if lay.mud_m > 0:  # wet soil and mudflats on open land just above the water line (receding floods)
+        above = -depth
+        mud = (above > 0) & (above < f32(lay.mud_m)) & (f_water < f32(0.5)) & np.isin(cv.kind, _OPEN_LAND)
+        cv.kind[mud] = _K_WET_SOIL
     perm_wins = f_perm >= f_flood
     turb = np.where(f_lake > cv.f_river, lake_turb, cv.turbidity)
-    dn = _bands(lay, win, cv, f_water, perm_wins, turb)
-    assert cv.kind is not None
-    landuse = np.where(f_water >= f32(0.5), np.uint8(0), _LANDUSE_OF_KIND[cv.kind])
-    if lay.footprint:
-        outside = _outside_footprint(lay, cv.yf, cv.xf)
-        dn[:, outside] = 0
-        landuse[outside] = LABEL_NODATA
-    return dn, landuse
+    d_perm = np.maximum(cv.halfwidth - cv.d_river, lake_d)
+    cv.d_shore = np.where(perm_wins, d_perm, depth * f32(1.0 / 0.011))  # flood: depth / floodplain slope
+    return cv, f_water, perm_wins, turb
 
 
 def _terrain(lay: SceneLayout, win: Window, flood_level: float) -> _Canvas:
@@ -155,6 +181,9 @@ def _land_cover(lay: SceneLayout, win: Window, cv: _Canvas) -> None:
     forest_n = _fbm_sep(ys, xs, 230.0, lay.salts["forest"], 3)
     forest = (forest_n > f32(0.32)) | (cv.d_river < cv.halfwidth + f32(3.0) + f32(2.0) * cv.wn)
     kind[forest] = _K_FOREST
+    if lay.conifer_share > 0:
+        conifer = forest & (_noise_sep(ys, xs, 120.0, lay.salts["conifer"]) < f32(2.0 * lay.conifer_share - 1.0))
+        kind[conifer] = _K_CONIFER
     bright[forest] = f32(1.0)
     vig[forest] = f32(1.0) + f32(0.15) * forest_n[forest]
 
@@ -174,13 +203,14 @@ def _land_cover(lay: SceneLayout, win: Window, cv: _Canvas) -> None:
     cv.kind, cv.bright, cv.vig = kind, bright, vig
 
 
-def _lake_cover(lay: SceneLayout, win: Window, cv: _Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """``(lake water fraction, lake turbidity)``, float32 ``(h, w)``."""
+def _lake_cover(lay: SceneLayout, win: Window, cv: _Canvas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lake water fraction, lake turbidity, px inside the nearest lake shore)``, float32 ``(h, w)``."""
     h, w = win.height, win.width
     y0, x0 = win.row_off, win.col_off
     f32 = np.float32
     f_lake = np.zeros((h, w), dtype=np.float32)
     lake_turb = np.zeros((h, w), dtype=np.float32)
+    lake_d = np.full((h, w), -1e3, dtype=np.float32)
     for cy, cx, r, lsalt in _lakes(lay, y0, y0 + h, x0, x0 + w):
         reach = r * 1.4 + 2
         r0, r1 = max(0, int(math.floor(cy - reach)) - y0), min(h, int(math.ceil(cy + reach)) - y0)
@@ -193,26 +223,53 @@ def _lake_cover(lay: SceneLayout, win: Window, cv: _Canvas) -> tuple[np.ndarray,
         fl = np.clip(r_eff - dist + f32(0.5), 0.0, 1.0)
         blk = (slice(r0, r1), slice(c0, c1))
         f_lake[blk] = np.maximum(f_lake[blk], fl)
+        lake_d[blk] = np.maximum(lake_d[blk], r_eff - dist)
         lake_turb[blk] = np.where(fl > 0, f32(0.15 * float(_hash01(1, 1, lsalt)[0])), lake_turb[blk])
-    return f_lake, lake_turb
+    return f_lake, lake_turb, lake_d
+
+
+def _terrain_light(lay: SceneLayout, cv: _Canvas) -> np.ndarray | None:
+    """Share of light on the ground in hilly scenes: terrain shadow on the slopes away from the valley."""
+    if lay.hills <= 0:
+        return None
+    f32 = np.float32
+    salt = lay.salts["hills"]
+    t = _quantile_threshold(lay.height, lay.width, 80.0, salt, 3, lay.hills)
+    n = _fbm_sep(cv.ys, cv.xs, 80.0, salt, 3)
+    shade = np.clip((n - f32(t)) * f32(12.0) + f32(0.5), 0.0, 1.0) * (cv.height_m > f32(1.6))
+    return f32(1.0) - f32(0.7) * shade
 
 
 def _bands(lay: SceneLayout, win: Window, cv: _Canvas, f_water: np.ndarray, perm_wins: np.ndarray,
-           turb: np.ndarray) -> np.ndarray:
-    """Reflectance x 10000 ``(5, h, w)`` uint16 (>= 1): land, water mixed in by ``f_water``, textures, sensor noise."""
+           turb: np.ndarray, clouds: tuple[np.ndarray, ...] | None) -> np.ndarray:
+    """Sensor values ``(5, h, w)`` uint16 (>= 1): land, water mixed in by ``f_water``, terrain and cloud
+    shadows, clouds, the scene's radiometry (L1C / L2A) and sensor noise."""
     assert cv.kind is not None and cv.bright is not None and cv.vig is not None
     h, w = win.height, win.width
     ys, xs, kind = cv.ys, cv.xs, cv.kind
     S = lay.salts
     f32 = np.float32
+    rad = lay.radiometry or identity_radiometry()
+    spec = scene_spectra(rad)
     tex = _fbm_sep(ys, xs, 26.0, S["tex"], 2)
     tex_fine = _noise_sep(ys, xs, 2.7, S["tex_fine"])
-    is_forest_like = (kind == _K_FOREST) | (kind == _K_HEDGE)
+    is_forest_like = (kind == _K_FOREST) | (kind == _K_HEDGE) | (kind == _K_CONIFER)
     land_mod = cv.bright * (f32(1.0) + f32(0.07) * tex + np.where(is_forest_like, f32(0.12), f32(0.035)) * tex_fine)
+    light = _terrain_light(lay, cv)
+    if light is not None:
+        land_mod *= light
     veg = _IS_VEG[kind]
     vig = np.where(veg, cv.vig * (f32(1.0) + f32(0.08) * _noise_sep(ys, xs, 14.0, S["tex_vig"])), f32(1.0))
     water_tex = f32(1.0) + f32(0.05) * _fbm_sep(ys, xs, 60.0, S["water_tex"], 2)
     sediment = np.clip(f32(0.45) + f32(0.8) * _fbm_sep(ys, xs, 150.0, S["sediment"], 2), 0.0, 1.0)
+    # river banks: the bottom shows through the last 2.5 px of the river
+    shallow = np.clip(f32(1.0) - (cv.halfwidth - cv.d_river) * f32(1.0 / 2.5), 0.0, 1.0) * f32(0.6)
+    # adjacency: light scattered from the bright (vegetated) shore into the water pixels near it
+    # raises their NIR and SWIR above the water's own (Sterckx2011); small / narrow waters look
+    # like this in every Sentinel-2 scene, with NDWI < 0 but still dark
+    assert cv.d_shore is not None
+    adjacency = f32(lay.adjacency) * np.exp(-np.maximum(cv.d_shore, f32(0.0)) * f32(1.0 / lay.adjacency_px))
+    shore = f32(1.0 - lay.shore_soil) * f32(0.5) * (spec[_K_FOREST] + spec[_K_CROP]) + f32(lay.shore_soil) * spec[_K_SOIL]
 
     # --- sensor noise: one 64-bit hash per pixel -> five 12-bit uniforms (one per band)
     yi = np.arange(win.row_off, win.row_off + h, dtype=np.int64)[:, None]
@@ -222,13 +279,22 @@ def _bands(lay: SceneLayout, win: Window, cv: _Canvas, f_water: np.ndarray, perm
     dn = np.empty((len(BAND_NAMES), h, w), dtype=np.uint16)
     m12 = np.uint64(0xFFF)
     for b in range(len(BAND_NAMES)):
-        land = np.take(_SPECTRA[:, b], kind) * land_mod
+        land = np.take(spec[:, b], kind) * land_mod
         land *= f32(1.0) + _VIGOUR_EXP[b] * (vig - f32(1.0))
-        clear, turbid, flood = (_SPECTRA[k, b] for k in (_K_WATER_CLEAR, _K_WATER_TURBID, _K_FLOOD))
+        clear, turbid, dark, shallow_b = (spec[k, b] for k in (_K_WATER_CLEAR, _K_WATER_TURBID, _K_WATER_DARK,
+                                                                _K_WATER_SHALLOW))
         water_perm = f32(clear) + f32(turbid - clear) * turb
-        water_flood = f32(flood) + f32(_SILTY_FLOOD[b] - flood) * sediment
-        water = np.where(perm_wins, water_perm, water_flood) * water_tex
+        water_perm += (f32(dark) - water_perm) * f32(lay.dark_water)
+        water_perm += (f32(shallow_b) - water_perm) * shallow
+        water_flood = f32(P10[_K_FLOOD, b]) + f32(P90[_K_FLOOD, b] - P10[_K_FLOOD, b]) * sediment
+        water = np.where(perm_wins, water_perm, water_flood) * water_tex + adjacency * f32(shore[b])
         val = land + f_water * (water - land)
+        if clouds is not None:
+            thick, thin, c_light, c_tex = clouds
+            val *= c_light
+            val = val * (f32(1.0) - f32(0.35) * thin) + thin * f32(CLOUD_THIN_ADD[b])
+            val += thick * (f32(CLOUD_THICK[1][b]) * c_tex - val)
+        val = rad.apply(val, b)
         shift = np.uint64(12 * b)
         n = ((ha >> shift) & m12).astype(np.float32) * f32(2.0 / 4096.0) - f32(1.0)  # uniform [-1, 1)
         val += n * (val * f32(0.021) + f32(28.0))
@@ -288,9 +354,8 @@ def _fields(lay: SceneLayout, xf: np.ndarray, yf: np.ndarray, kind: np.ndarray, 
     hp = _hash_u64(key, i.astype(np.int64), _splitmix(salt + 4))
     h_type = ((hp >> _S40).astype(np.float32)) * f32(1.0 / (1 << 24))
     h_bright = ((hp & np.uint64(0xFFFFFF)).astype(np.float32)) * f32(1.0 / (1 << 24))
-    kind[...] = np.where(
-        h_type < 0.42, _K_CROP, np.where(h_type < 0.62, _K_PASTURE, np.where(h_type < 0.85, _K_SOIL, _K_STUBBLE))
-    ).astype(np.uint8)
+    cdf = np.asarray(lay.field_cdf, dtype=np.float32)
+    kind[...] = _FIELD_KIND_IDS[np.minimum(np.searchsorted(cdf, h_type, side="right"), len(cdf) - 1)]
     bright[...] = f32(0.86) + f32(0.28) * h_bright
     vig[...] = f32(0.75) + f32(0.45) * h_bright
     edge = np.minimum(np.minimum(f_across, sw - f_across), np.minimum(f_along, pl - f_along))

@@ -82,6 +82,11 @@ def make_scene(
     block_px: int = 512,
     dtype: str = "uint16",
     progress: bool = False,
+    product: str = "l2a",
+    cloud_fraction: float = 0.0,
+    thin_cloud_fraction: float = 0.0,
+    sensor: str = "s2",
+    calibrated: bool = True,
 ) -> SyntheticScene:
     """Write a synthetic Sentinel-2-like scene and its labels, block by block.
 
@@ -103,6 +108,15 @@ def make_scene(
         dtype: ``"uint16"`` (reflectance x 10000, nodata 0), ``"int16"`` (x 10000, nodata -9999)
             or ``"float32"`` (reflectance 0-1, nodata NaN).
         progress: show a progress bar.
+        product: ``"l2a"`` (surface reflectance) or ``"l1c"`` (top of atmosphere: haze, path
+            radiance); each seed also draws its own illumination, sensor gain and surface mix
+            (:mod:`unetgeo.synthetic.spectra`).
+        cloud_fraction: share of the scene under thick cloud (labelled ``cloud``), with shadows
+            displaced by the sun geometry; ``thin_cloud_fraction``: share under thin cloud
+            (ground visible, not labelled cloud).
+        sensor: ``"s2"`` (optical, 5 bands) or ``"s1"`` (Sentinel-1 VV/VH backscatter in dB,
+            float32, NaN nodata; see :mod:`unetgeo.synthetic.sar`; clouds do not apply).
+        calibrated: False renders every surface at its median with no atmosphere (tests).
 
     Returns:
         :class:`SyntheticScene` with the written URIs and grid.
@@ -111,15 +125,26 @@ def make_scene(
         InputError: bad size, dtype, labels kind, block size or CRS/resolution.
     """
     height, width = _check_args(image_uri, size_px, labels, dtype, block_px)
+    if sensor not in ("s2", "s1"):
+        raise InputError(f"synthetic scene {image_uri}: sensor={sensor!r} is unknown; use 's2' or 's1'")
+    if sensor == "s1":
+        dtype, cloud_fraction, thin_cloud_fraction = "float32", 0.0, 0.0
     crs_wkt, res, (ox, oy) = _resolve_crs(crs, res_m, origin_xy)
     grid = Grid(crs_wkt=crs_wkt, transform=(res, 0.0, ox, 0.0, -res, oy), height=height, width=width)
     labels_uri = labels_uri or _default_labels_uri(str(image_uri))
+    try:
+        lay = scene_layout(seed, height, width, footprint, product=product, cloud_fraction=cloud_fraction,
+                           thin_cloud_fraction=thin_cloud_fraction, res_m=res if res > 1e-3 else 10.0,
+                           calibrated=calibrated)
+    except ValueError as e:
+        raise InputError(f"synthetic scene {image_uri}: {e}") from e
     t0 = time.perf_counter()
-    _write_blocks(image_uri, labels_uri, grid, scene_layout(seed, height, width, footprint), seed=seed,
-                  flood_level=flood_level, labels=labels, block_px=block_px, dtype=dtype, progress=progress)
+    _write_blocks(image_uri, labels_uri, grid, lay, seed=seed, flood_level=flood_level, labels=labels,
+                  block_px=block_px, dtype=dtype, progress=progress, sensor=sensor)
     log.info("synthetic scene %s (%dx%d, seed %d, flood %.2f m) written in %.1f s",
              image_uri, height, width, seed, flood_level, time.perf_counter() - t0)
-    return SyntheticScene(str(image_uri), str(labels_uri), grid, L.BAND_NAMES, int(seed), float(flood_level))
+    names = L.SAR_BAND_NAMES if sensor == "s1" else L.BAND_NAMES
+    return SyntheticScene(str(image_uri), str(labels_uri), grid, names, int(seed), float(flood_level))
 
 
 def _check_args(image_uri: str, size_px: int | tuple[int, int], labels: str, dtype: str,
@@ -145,31 +170,56 @@ def _check_args(image_uri: str, size_px: int | tuple[int, int], labels: str, dty
 
 
 def _write_blocks(image_uri: str, labels_uri: str, grid: Grid, lay: SceneLayout, *, seed: int, flood_level: float,
-                  labels: str, block_px: int, dtype: str, progress: bool) -> None:
+                  labels: str, block_px: int, dtype: str, progress: bool, sensor: str = "s2") -> None:
     """Render the scene block by block into the image and label GeoTIFFs (published on success)."""
     from tqdm.auto import tqdm
 
     from unetgeo.io.scene import RasterWriter
 
     height, width = grid.height, grid.width
-    classes = L.FLOOD_CLASSES if labels == "flood" else L.LANDUSE_CLASSES
+    cloudy = lay.clouds is not None and lay.clouds.fraction > 0
+    classes = L.FLOOD_CLASSES if labels == "flood" else L.LANDUSE_CLASSES + (("cloud",) if cloudy else ())
     tags = {"unetgeo_synthetic_seed": str(seed), "flood_level_m": repr(float(flood_level))}
+    if sensor == "s1":
+        names, scale = L.SAR_BAND_NAMES, "1"
+        tags.update(sensor="s1", units="dB")
+    else:
+        names, scale = L.BAND_NAMES, "0.0001" if dtype != "float32" else "1"
+        tags.update(product=lay.radiometry.product if lay.radiometry else "l2a")
+    colors = dict(L._LABEL_COLORS[labels])
+    if labels == "landuse" and cloudy:
+        colors[len(classes) - 1] = (255, 255, 255, 255)
     with (
-        RasterWriter(image_uri, grid, len(L.BAND_NAMES), dtype, L.NODATA_BY_DTYPE[dtype], block_px=block_px,
-                     band_names=L.BAND_NAMES, tags={**tags, "scale_factor": "0.0001" if dtype != "float32" else "1"}) as img,
+        RasterWriter(image_uri, grid, len(names), dtype, L.NODATA_BY_DTYPE[dtype], block_px=block_px,
+                     band_names=names, tags={**tags, "scale_factor": scale}) as img,
         RasterWriter(labels_uri, grid, 1, "uint8", L.LABEL_NODATA, block_px=block_px, band_names=(labels,),
-                     colormap=L._LABEL_COLORS[labels], tags={**tags, "class_names": json.dumps(list(classes))}) as lab,
+                     colormap=colors, tags={**tags, "class_names": json.dumps(list(classes))}) as lab,
     ):
         for win in tqdm(iter_tile_windows(height, width, block_px), total=n_tiles(height, width, block_px),
                         disable=not progress, desc="synthetic", unit="block"):
-            dn, landuse = render_window(lay, win, flood_level)
-            valid = landuse != L.LABEL_NODATA
-            img.write(win, _convert(dn, valid, dtype))
-            if labels == "flood":
-                lab_arr = np.where(valid, (landuse == 0).astype(np.uint8), np.uint8(L.LABEL_NODATA))
+            if sensor == "s1":
+                from unetgeo.synthetic.sar import render_sar_window
+
+                data, landuse = render_sar_window(lay, win, flood_level)
             else:
-                lab_arr = landuse
-            lab.write(win, lab_arr)
+                dn, landuse = render_window(lay, win, flood_level)
+                data = _convert(dn, landuse != L.LABEL_NODATA, dtype)
+            img.write(win, data)
+            lab.write(win, _label_values(landuse, labels, len(classes)))
+
+
+def _label_values(landuse: np.ndarray, labels: str, n_classes: int) -> np.ndarray:
+    """Label raster values of a rendered window: flood (0 background, 1 water, 2 cloud) or land use
+    (ids of :data:`LANDUSE_CLASSES`, cloud last); 255 outside the footprint."""
+    cloud = landuse == L.CLOUD_CODE
+    if labels == "flood":
+        out = (landuse == 0).astype(np.uint8)
+        out[cloud] = 2
+    else:
+        out = landuse.copy()
+        out[cloud] = n_classes - 1
+    out[landuse == L.LABEL_NODATA] = L.LABEL_NODATA
+    return out
 
 
 def _convert(dn: np.ndarray, valid: np.ndarray, dtype: str) -> np.ndarray:
@@ -185,12 +235,14 @@ def _convert(dn: np.ndarray, valid: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
-def make_flood_pair(out_dir: str, size_px: int = 1024, seed: int = 0, *, res_m: float = 10.0) -> dict[str, SyntheticScene]:
+def make_flood_pair(out_dir: str, size_px: int = 1024, seed: int = 0, *, res_m: float = 10.0,
+                    post_cloud_fraction: float = 0.0) -> dict[str, SyntheticScene]:
     """Write a pre/post flood pair and a training scene with flood labels.
 
     ``pre`` (``flood_level`` 0) and ``post`` (:data:`POST_FLOOD_LEVEL_M`) share grid and seed, so
     post water is a superset of pre water; ``train`` has seed ``seed + 1000``, lies east of them
-    and is moderately flooded (:data:`TRAIN_FLOOD_LEVEL_M`).
+    and is moderately flooded (:data:`TRAIN_FLOOD_LEVEL_M`). ``post_cloud_fraction`` puts clouds
+    (and their shadows) over the post-flood scene only; its labels have them as class 2 (cloud).
 
     Returns:
         ``{"pre", "post", "train"}`` -> :class:`SyntheticScene`; files ``out_dir/{key}.tif`` and
@@ -200,11 +252,43 @@ def make_flood_pair(out_dir: str, size_px: int = 1024, seed: int = 0, *, res_m: 
 
     out = {}
     origin = (500000.0, 5400000.0)
-    for key, level, s, orig in (
-        ("pre", 0.0, seed, origin),
-        ("post", L.POST_FLOOD_LEVEL_M, seed, origin),
-        ("train", L.TRAIN_FLOOD_LEVEL_M, seed + 1000, (origin[0] + (size_px + 256) * res_m, origin[1])),
+    for key, level, s, orig, clouds in (
+        ("pre", 0.0, seed, origin, 0.0),
+        ("post", L.POST_FLOOD_LEVEL_M, seed, origin, post_cloud_fraction),
+        ("train", L.TRAIN_FLOOD_LEVEL_M, seed + 1000, (origin[0] + (size_px + 256) * res_m, origin[1]), 0.0),
     ):
         out[key] = make_scene(join(out_dir, f"{key}.tif"), join(out_dir, f"{key}_labels.tif"), size_px=size_px,
-                              res_m=res_m, origin_xy=orig, seed=s, flood_level=level, labels="flood")
+                              res_m=res_m, origin_xy=orig, seed=s, flood_level=level, labels="flood",
+                              cloud_fraction=clouds)
+    return out
+
+
+TRAINING_VARIANTS: tuple[dict, ...] = (
+    {"product": "l2a", "flood_level": 1.3, "cloud_fraction": 0.0, "thin_cloud_fraction": 0.0},
+    {"product": "l1c", "flood_level": 1.6, "cloud_fraction": 0.15, "thin_cloud_fraction": 0.3},
+    {"product": "l2a", "flood_level": 0.9, "cloud_fraction": 0.25, "thin_cloud_fraction": 0.0},
+    {"product": "l1c", "flood_level": 0.5, "cloud_fraction": 0.0, "thin_cloud_fraction": 0.5},
+    {"product": "l2a", "flood_level": 1.9, "cloud_fraction": 0.1, "thin_cloud_fraction": 0.2},
+    {"product": "l1c", "flood_level": 1.1, "cloud_fraction": 0.3, "thin_cloud_fraction": 0.0},
+)
+"""Processing level, flood level and cloud cover of the scenes of :func:`make_training_set`, in turn."""
+
+
+def make_training_set(out_dir: str, n: int = 6, size_px: int = 768, seed: int = 1000, *,
+                      res_m: float = 10.0) -> list[SyntheticScene]:
+    """Write ``n`` varied flood training scenes: L2A and L1C, flooded and not, clear and cloudy.
+
+    Scene ``i`` has seed ``seed + i`` (so its own radiometry, illumination, surface mix, water type
+    and hills) and the ``i % 6``-th entry of :data:`TRAINING_VARIANTS`; the scenes lie side by
+    side east of the demo pair. Files ``out_dir/train_{i}.tif`` and ``out_dir/train_{i}_labels.tif``
+    (flood labels: 0 background, 1 water, 2 cloud).
+    """
+    from unetgeo.io.uri import join
+
+    out = []
+    for i in range(n):
+        v = TRAINING_VARIANTS[i % len(TRAINING_VARIANTS)]
+        orig = (500000.0 + (i + 2) * (size_px + 256) * res_m, 5400000.0)
+        out.append(make_scene(join(out_dir, f"train_{i}.tif"), join(out_dir, f"train_{i}_labels.tif"), size_px=size_px,
+                              res_m=res_m, origin_xy=orig, seed=seed + i, labels="flood", **v))
     return out

@@ -19,10 +19,13 @@ IGNORE = 255
 
 @dataclass(frozen=True)
 class Norm:
-    """Per-band normalisation ``(x - mean) / std`` in band order (scene units)."""
+    """Per-band normalisation ``(x - mean) / std`` in band order (scene units), and the spectral
+    indices appended after the bands (:mod:`unetgeo.indices`; ``in_bands`` names their bands)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    in_bands: tuple[str, ...] = ()
+    indices: tuple[str, ...] = ()
 
 
 class Region:

@@ -70,7 +70,7 @@ class _Data:
     sampler: ChipSampler
     val_windows: list[tuple[int, Window]]
     chip_px: int
-    n_bands: int
+    n_bands: int  # input channels: the bands and the spectral indices
 
 
 @dataclass
@@ -261,7 +261,7 @@ def _prepare_data(config: Config, work_dir: str, progress: bool) -> _Data:
         [names[c] for c in sampler.rare],
         len(vw),
     )
-    return _Data(regions, norm, scan, cw, sampler, vw, chip_px, len(config.bands))
+    return _Data(regions, norm, scan, cw, sampler, vw, chip_px, len(config.bands) + len(config.model.indices))
 
 
 def _make_run(config: Config, out_dir: str, data: _Data, device: str, clock: _Clock) -> _Run:
@@ -422,6 +422,7 @@ def _write_outputs(run: _Run, state: TrainState, steps_this_run: int, loop_s: fl
     meta = bundle_meta(
         config.model, config.bands, config.classes, mean=d.norm.mean, std=d.norm.std, tile_px=config.tiling.tile_px,
         name=config.name, metrics=state.best_metrics, training=config.model_dump(mode="json"), summary=summary,
+        indices=config.model.indices,
     )
     save_bundle(run.out_dir, model, meta)
     try:

@@ -182,6 +182,7 @@ def build_regions(config: Config, work_dir: str, rng: np.random.Generator, progr
     held_out = tcfg.val_scenes if tcfg.scenes else tcfg.pairs.val_globs  # type: ignore[union-attr]
     if tcfg.val_fraction > 0 and not held_out:
         balance_split(regions, config.class_names, rng)
+    norm = Norm(norm.mean, norm.std, tuple(config.bands), tuple(config.model.indices))
     for r in regions:
         r.norm = norm
     return regions, norm
