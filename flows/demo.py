@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect.settings import temporary_settings
 
     from unetgeo.cli import setup_logging
-    from unetgeo.demo import demo_table, prepare_demo
+    from unetgeo.demo import DEMO_INFERENCE, demo_table, prepare_demo
     from unetgeo.errors import UnetgeoError
 
     ap = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             from flows.scene_to_polygons import scene_to_polygons
 
             summary = scene_to_polygons(scene=data.post, model=data.model_dir, out=data.out, reference=data.pre,
-                                        truth=data.truth)
+                                        truth=data.truth, **DEMO_INFERENCE)
     except UnetgeoError as e:
         print(f"make demo: error: {e.one_line()}", file=sys.stderr)
         return 2

@@ -270,16 +270,18 @@ TRAINING_VARIANTS: tuple[dict, ...] = (
     {"product": "l1c", "flood_level": 0.5, "cloud_fraction": 0.0, "thin_cloud_fraction": 0.5},
     {"product": "l2a", "flood_level": 1.9, "cloud_fraction": 0.1, "thin_cloud_fraction": 0.2},
     {"product": "l1c", "flood_level": 1.1, "cloud_fraction": 0.3, "thin_cloud_fraction": 0.0},
+    {"product": "l2a", "flood_level": 1.5, "cloud_fraction": 0.2, "thin_cloud_fraction": 0.1},
+    {"product": "l1c", "flood_level": 0.7, "cloud_fraction": 0.2, "thin_cloud_fraction": 0.2},
 )
 """Processing level, flood level and cloud cover of the scenes of :func:`make_training_set`, in turn."""
 
 
-def make_training_set(out_dir: str, n: int = 6, size_px: int = 768, seed: int = 1000, *,
+def make_training_set(out_dir: str, n: int = 8, size_px: int = 768, seed: int = 1000, *,
                       res_m: float = 10.0) -> list[SyntheticScene]:
     """Write ``n`` varied flood training scenes: L2A and L1C, flooded and not, clear and cloudy.
 
     Scene ``i`` has seed ``seed + i`` (so its own radiometry, illumination, surface mix, water type
-    and hills) and the ``i % 6``-th entry of :data:`TRAINING_VARIANTS`; the scenes lie side by
+    and hills) and the ``i``-th entry of :data:`TRAINING_VARIANTS` (cyclically); the scenes lie side by
     side east of the demo pair. Files ``out_dir/train_{i}.tif`` and ``out_dir/train_{i}_labels.tif``
     (flood labels: 0 background, 1 water, 2 cloud).
     """
