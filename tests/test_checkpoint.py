@@ -51,7 +51,7 @@ def test_planted_pickle_checkpoint_is_never_unpickled(tmp_path, scene, caplog, m
     out = tmp_path / "model"
     spec = ModelSpec(**SMALL)
     meta = bundle_meta(spec, sc.band_names, cfg.classes, mean=[1.0] * 5, std=[1.0] * 5, tile_px=64, name="old")
-    save_bundle(str(out), build_model(spec, 5, 2), meta)
+    save_bundle(str(out), build_model(spec, 5, len(cfg.classes)), meta)
     check_bundle(str(out))  # a valid model folder ...
     marker = tmp_path / "MARKER"
     blob = pickle.dumps({"model": _Payload(str(marker)), "epoch": 1})

@@ -155,9 +155,9 @@ def test_train_writes_bundle_metrics_and_report(tmp_path):
     assert [c["name"] for c in meta["classes"]] == ["background", "water", "cloud"]  # the embedded flood classes
     assert meta["input"]["indices"] == list(cfg.model.indices)
     m = meta["metrics"]
-    assert set(m["per_class"]) == {"background", "water"}
+    assert set(m["per_class"]) == {"background", "water", "cloud"}  # cloud: no pixels in this scene
     assert set(m["per_class"]["water"]) >= {"iou", "f1", "precision", "recall"}
-    assert np.array(m["confusion_matrix"]).shape == (2, 2)
+    assert np.array(m["confusion_matrix"]).shape == (3, 3)
     assert m["n_pixels"] > 0 and 0 <= m["pixel_accuracy"] <= 1
     assert m == res.metrics
     # the norm recorded is the tiles' stats (nodata excluded: blue mean near 800-900, not pulled to 0)

@@ -145,6 +145,36 @@ class TrainingSpec(_Frozen):
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    # Augmentation, sampling and loss switches (issue 15). The defaults are the behaviour before them.
+    aug_color: float = Field(
+        default=0.0, ge=0, le=1,
+        description="probability of colour jitter (brightness, contrast, saturation, hue) on the bands named "
+        "red, green, blue (skipped when the model has no such three bands)",
+    )
+    aug_gamma: float = Field(default=0.0, ge=0, le=1, description="probability of a random gamma in [0.7, 1.5] on all bands")
+    aug_gain: float = Field(default=0.0, ge=0, le=1, description="probability of a per-band gain in 1 ± 0.2 (scene units)")
+    aug_scale: tuple[float, float] = Field(default=(0.8, 1.25), description="scale jitter range (min, max)")
+    aug_scale_p: float = Field(default=0.3, ge=0, le=1, description="probability of the scale jitter")
+    class_share: dict[str, float] = Field(
+        default_factory=dict,
+        description="share of chips centred on a pixel of each named class, e.g. {water: 0.2, road: 0.2}; when "
+        "given it replaces class_aware_sampling (the rest of the chips are placed at random)",
+    )
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="label smoothing of the cross-entropy term")
+
+    @field_validator("aug_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"aug_scale={list(v)} must be [min, max] with 0 < min <= max, e.g. [0.7, 1.4]")
+        return v
+
+    @field_validator("class_share")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(s < 0 for s in v.values()) or sum(v.values()) > 1 + 1e-9:
+            raise ValueError(f"class_share={v} must be shares >= 0 that sum to at most 1")
+        return v
 
 
 class InferenceSpec(_Frozen):

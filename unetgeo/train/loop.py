@@ -24,7 +24,7 @@ from unetgeo.grid import Window, align_up
 from unetgeo.io import uri as U
 from unetgeo.model import build_model, bundle_meta, save_bundle
 from unetgeo.train.data import Norm, Region
-from unetgeo.train.objective import class_weights_from_counts, lr_factor, make_augment, make_loss
+from unetgeo.train.objective import class_weights_from_counts, lr_factor, make_augment, make_loss, use_training_spec
 from unetgeo.train.plots import write_training_report
 from unetgeo.train.prepare import build_regions
 from unetgeo.train.sampling import ChipSampler, LabelScan, make_batch, scan_labels
@@ -156,7 +156,9 @@ def train(
     if n is not None and n != prev:
         torch.set_num_threads(n)
     try:
-        return _train(config, out_dir, work_dir=work_dir, progress=progress, resume=resume, max_seconds=max_seconds)
+        with use_training_spec(config):  # the config's augmentation / sampling / loss switches
+            return _train(config, out_dir, work_dir=work_dir, progress=progress, resume=resume,
+                          max_seconds=max_seconds)
     finally:
         torch.set_num_threads(prev)
 

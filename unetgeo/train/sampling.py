@@ -6,15 +6,18 @@ chips are read through the regions' chunk caches.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from unetgeo.errors import LabelError
+from unetgeo.errors import ConfigError, LabelError
 from unetgeo.grid import Window, iter_tile_windows
 from unetgeo.train.data import IGNORE, Region
+
+log = logging.getLogger(__name__)
 
 MAX_POINTS_PER_CLASS = 4096
 SCAN_TARGET_PX = 4_000_000
@@ -102,9 +105,16 @@ class ChipSampler:
     placed so that pixel lies in its middle half. Otherwise a random training block and a random
     pixel in it are drawn. A chip never overlaps a validation block: positions are redrawn
     (20 tries), then the chip is clipped to the pixel's own block (the rest is padding).
+
+    ``class_share`` (per class index, or class name -> share with ``class_names``; default the
+    ``training.class_share`` of :func:`unetgeo.train.objective.use_training_spec`) replaces that
+    rule: with probability ``class_share[c]`` a chip is centred on a pooled pixel of class ``c``,
+    the rest are placed at random. A class without training pixels gives its share to random chips.
     """
 
-    def __init__(self, regions: Sequence[Region], scan: LabelScan, chip_px: int, class_aware: float):
+    def __init__(self, regions: Sequence[Region], scan: LabelScan, chip_px: int, class_aware: float,
+                 class_share: Sequence[float] | Mapping[str, float] | None = None,
+                 class_names: Sequence[str] | None = None):
         self.regions = list(regions)
         self.chip_px = int(chip_px)
         self.class_aware = float(class_aware)
@@ -122,6 +132,24 @@ class ChipSampler:
             rare = present[f < 1.0 / len(present)]
             self.rare = [int(c) for c in rare]
         self.points = scan.points
+        self.shares: np.ndarray | None = None
+        if class_share is None:
+            from unetgeo.train.objective import active_training_spec
+
+            active = active_training_spec()
+            if active is not None and active[0].class_share:
+                class_share, class_names = active[0].class_share, active[2]
+        if class_share is not None and len(class_share) > 0:
+            self.shares = resolve_class_share(class_share, len(scan.points), class_names)
+            for c in np.nonzero(self.shares)[0]:
+                if len(self.points[c]) == 0:
+                    log.warning("class %s has no training pixels: its chip share goes to random chips", c)
+                    self.shares[c] = 0.0
+            self.rare = [int(c) for c in np.nonzero(self.shares)[0]]
+
+    def _centred(self, c: int, rng: np.random.Generator) -> tuple[int, Window]:
+        ri, py, px = (int(v) for v in self.points[c][int(rng.integers(len(self.points[c])))])
+        return ri, self._place(self.regions[ri], py, px, rng, centred=True)
 
     def _fits(self, reg: Region, win: Window) -> bool:
         b = reg.blocks_of(win)
@@ -152,10 +180,13 @@ class ChipSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[int, Window]:
         """One chip: ``(region index, window)``; the window may extend past the image (padding)."""
-        if self.rare and rng.random() < self.class_aware:
-            c = self.rare[int(rng.integers(len(self.rare)))]
-            ri, py, px = (int(v) for v in self.points[c][int(rng.integers(len(self.points[c])))])
-            return ri, self._place(self.regions[ri], py, px, rng, centred=True)
+        if self.shares is not None:
+            u = rng.random()
+            cum = np.cumsum(self.shares)
+            if u < cum[-1]:
+                return self._centred(int(np.searchsorted(cum, u, side="right")), rng)
+        elif self.rare and rng.random() < self.class_aware:
+            return self._centred(self.rare[int(rng.integers(len(self.rare)))], rng)
         ri = self.train_regions[int(rng.choice(len(self.train_regions), p=self.region_p))]
         reg = self.regions[ri]
         tb = np.argwhere(~reg.val_blocks)
@@ -164,6 +195,29 @@ class ChipSampler:
         py = blk.row_off + int(rng.integers(blk.height))
         px = blk.col_off + int(rng.integers(blk.width))
         return ri, self._place(reg, py, px, rng, centred=False)
+
+
+def resolve_class_share(class_share: Sequence[float] | Mapping[str, float], n_classes: int,
+                        class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Per-class chip shares ``(n_classes,)`` float64 from a sequence, or from a name -> share mapping.
+
+    Raises:
+        ConfigError: an unknown class name, a wrong length, or shares that are negative or sum over 1.
+    """
+    out = np.zeros(n_classes, dtype=np.float64)
+    if isinstance(class_share, Mapping):
+        names = list(class_names or [])
+        for name, v in class_share.items():
+            if name not in names:
+                raise ConfigError(f"training.class_share names {name!r}, which is not a class; the classes are {names}")
+            out[names.index(name)] = float(v)
+    else:
+        if len(class_share) != n_classes:
+            raise ConfigError(f"class_share has {len(class_share)} values for {n_classes} classes")
+        out[:] = [float(v) for v in class_share]
+    if (out < 0).any() or out.sum() > 1 + 1e-9:
+        raise ConfigError(f"training.class_share {out.tolist()} must be shares >= 0 summing to at most 1")
+    return out
 
 
 def read_chip(reg: Region, win: Window, chip_px: int, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
