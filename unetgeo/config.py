@@ -300,7 +300,7 @@ class Config(_Frozen):
     name: str = "flood"
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir")
     classes: tuple[ClassSpec, ...] = _FLOOD_CLASSES
-    model: ModelSpec = ModelSpec(indices=("ndwi", "mndwi"))
+    model: ModelSpec = ModelSpec()  # bands only: the ablation in benchmarks/RESULTS.md ("Real water")
     tiling: TilingSpec = TilingSpec()
     training: TrainingSpec = TrainingSpec()
     inference: InferenceSpec = InferenceSpec()

@@ -24,7 +24,7 @@ DEMO_INFERENCE = {"flips": True}  # test-time fusion of the flipped views (the d
 def demo_config(train: Sequence[tuple[str, str]]) -> Config:
     """The embedded flood defaults with a lighter network and a short schedule for 2 CPU cores.
 
-    A depth-4 ResNet-18 U-Net on 128 px chips, with the embedded NDWI / MNDWI input channels,
+    A depth-4 ResNet-18 U-Net on 128 px chips (the embedded input: the five bands),
     trained on ``train`` (``(image, labels)`` pairs: the varied L1C / L2A, clear / cloudy scenes of
     :func:`unetgeo.synthetic.make_training_set`) until :data:`DEMO_TRAIN_SECONDS` are spent.
     """
