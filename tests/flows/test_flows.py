@@ -350,7 +350,7 @@ def test_train_flow_writes_a_bundle(tmp_path: Path, pair: dict, tiny_config: Pat
     assert result["epochs_run"] == 1
     model, meta = load_bundle(result["model_dir"])
     assert list(meta.in_bands) == ["blue", "green", "red", "nir", "swir"]
-    assert list(meta.class_names) == ["background", "water"]
+    assert list(meta.class_names) == ["background", "water", "cloud"]  # the embedded flood classes
 
 
 def test_flood_monitor_processes_new_scenes_once(tmp_path: Path, pair: dict, tiny_model: Path,

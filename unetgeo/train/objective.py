@@ -92,7 +92,8 @@ def make_augment(seed: int, spec: TrainingSpec | None = None, rgb: tuple[int, in
     ``(x + 4) / 8`` of the normalised chip (so albumentations' [0, 1] clipping does not bite).
     """
     import albumentations as A
-    from albumentations.core.transforms_interface import ImageOnlyTransform
+
+    from unetgeo.train.augment_ops import augment_ops
 
     if spec is None:
         active = active_training_spec()
@@ -103,96 +104,16 @@ def make_augment(seed: int, spec: TrainingSpec | None = None, rgb: tuple[int, in
     gain_p = spec.aug_gain if spec is not None else 0.0
     scale = tuple(spec.aug_scale) if spec is not None else (0.8, 1.25)
     scale_p = spec.aug_scale_p if spec is not None else 0.3
-    k = np.float32(UNIT_OFFSET)
-
-    class UnitSpace(ImageOnlyTransform):
-        """Run an albumentations pixel transform on some channels in the unit space ``(x + 4) / 8``."""
-
-        def __init__(self, inner: Any, channels: tuple[int, ...] | None = None, p: float = 0.5):
-            super().__init__(p=p)
-            self.inner, self.channels = inner, channels
-
-        def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-            return {"inner_seed": int(self.random_generator.integers(2**31))}
-
-        def apply(self, img: np.ndarray, inner_seed: int = 0, **params: Any) -> np.ndarray:
-            ch = list(self.channels) if self.channels is not None else list(range(img.shape[-1]))
-            if max(ch) >= img.shape[-1]:
-                return img
-            u = np.clip((img[..., ch] + k) / (2 * k), 0.0, 1.0).astype(np.float32)
-            self.inner.set_random_seed(inner_seed)
-            v = self.inner(image=np.ascontiguousarray(u))["image"]
-            out = img.copy()
-            out[..., ch] = v * (2 * k) - k
-            return out
-
-        def get_transform_init_args_names(self) -> tuple[str, ...]:
-            return ("inner", "channels")
-
-    class BandGain(ImageOnlyTransform):
-        """A gain per band in ``1 ± gain`` in scene units (``(x + 4) * g - 4`` on normalised data)."""
-
-        def __init__(self, gain: float = 0.2, p: float = 0.5):
-            super().__init__(p=p)
-            self.gain = gain
-
-        def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-            nb = data["image"].shape[-1]
-            return {"g": self.random_generator.uniform(1 - self.gain, 1 + self.gain, size=nb).astype(np.float32)}
-
-        def apply(self, img: np.ndarray, g: np.ndarray | None = None, **params: Any) -> np.ndarray:
-            return (img + k) * g - k if g is not None else img
-
-        def get_transform_init_args_names(self) -> tuple[str, ...]:
-            return ("gain",)
-
-    class BandBrightnessContrast(ImageOnlyTransform):
-        """``x * alpha + beta``: one ``alpha`` in ``1 ± contrast``, per-band ``beta`` in ``± brightness``."""
-
-        def __init__(self, brightness: float = 0.1, contrast: float = 0.15, p: float = 0.5):
-            super().__init__(p=p)
-            self.brightness, self.contrast = brightness, contrast
-
-        def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-            nb = data["image"].shape[-1]
-            return {
-                "alpha": float(self.random_generator.uniform(1 - self.contrast, 1 + self.contrast)),
-                "beta": self.random_generator.uniform(-self.brightness, self.brightness, size=nb).astype(np.float32),
-            }
-
-        def apply(self, img: np.ndarray, alpha: float = 1.0, beta: np.ndarray | None = None, **params: Any) -> np.ndarray:
-            out = img * np.float32(alpha)
-            return out + beta if beta is not None else out
-
-        def get_transform_init_args_names(self) -> tuple[str, ...]:
-            return ("brightness", "contrast")
-
-    class BandNoise(ImageOnlyTransform):
-        """Gaussian noise, its standard deviation drawn per band in ``[0, std_max]`` (normalised units)."""
-
-        def __init__(self, std_max: float = 0.05, p: float = 0.3):
-            super().__init__(p=p)
-            self.std_max = std_max
-
-        def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-            img = data["image"]
-            std = self.random_generator.uniform(0, self.std_max, size=img.shape[-1]).astype(np.float32)
-            return {"noise": self.random_generator.standard_normal(img.shape, dtype=np.float32) * std}
-
-        def apply(self, img: np.ndarray, noise: np.ndarray | None = None, **params: Any) -> np.ndarray:
-            return img + noise if noise is not None else img
-
-        def get_transform_init_args_names(self) -> tuple[str, ...]:
-            return ("std_max",)
+    T = augment_ops()
 
     photometric: list[Any] = []
     if color_p > 0 and rgb is not None:
         jitter = A.ColorJitter(brightness=(0.75, 1.25), contrast=(0.7, 1.3), saturation=(0.6, 1.4), hue=(-0.06, 0.06), p=1.0)
-        photometric.append(UnitSpace(jitter, channels=tuple(rgb), p=color_p))
+        photometric.append(T.UnitSpace(jitter, channels=tuple(rgb), p=color_p))
     if gamma_p > 0:
-        photometric.append(UnitSpace(A.RandomGamma(gamma_limit=(70, 150), p=1.0), p=gamma_p))
+        photometric.append(T.UnitSpace(A.RandomGamma(gamma_limit=(70, 150), p=1.0), p=gamma_p))
     if gain_p > 0:
-        photometric.append(BandGain(0.2, p=gain_p))
+        photometric.append(T.BandGain(0.2, p=gain_p))
     aug = A.Compose(
         [
             A.HorizontalFlip(p=0.5),
@@ -207,8 +128,8 @@ def make_augment(seed: int, spec: TrainingSpec | None = None, rgb: tuple[int, in
                 p=scale_p,
             ),
             *photometric,
-            BandBrightnessContrast(p=0.5),
-            BandNoise(p=0.3),
+            T.BandBrightnessContrast(p=0.5),
+            T.BandNoise(p=0.3),
         ],
         seed=seed,
     )
