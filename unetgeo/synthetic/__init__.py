@@ -33,7 +33,13 @@ from unetgeo.synthetic.layout import (
     scene_layout,
 )
 from unetgeo.synthetic.render import render_window
-from unetgeo.synthetic.scenes import TRAINING_VARIANTS, SyntheticScene, make_flood_pair, make_scene, make_training_set
+from unetgeo.synthetic.scenes import (
+    TRAINING_VARIANTS,
+    SyntheticScene,
+    make_flood_pair,
+    make_scene,
+    make_training_set,
+)
 
 __all__ = [
     "BAND_NAMES",

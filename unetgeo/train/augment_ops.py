@@ -51,7 +51,9 @@ class _PerBand(ImageOnlyTransform):
 
     def __init__(self, *values: float, p: float | None = None, **named: float):
         super().__init__(p=self.default_p if p is None else p)
-        args = {**self.defaults, **dict(zip(self.defaults, values)), **named}
+        if len(values) > len(self.defaults):
+            raise TypeError(f"{type(self).__name__} takes {list(self.defaults)} and p, got {len(values)} values")
+        args = {**self.defaults, **dict(zip(list(self.defaults)[: len(values)], values, strict=True)), **named}
         for name, value in args.items():
             setattr(self, name, value)
 

@@ -24,7 +24,13 @@ from unetgeo.grid import Window, align_up
 from unetgeo.io import uri as U
 from unetgeo.model import build_model, bundle_meta, save_bundle
 from unetgeo.train.data import Norm, Region
-from unetgeo.train.objective import class_weights_from_counts, lr_factor, make_augment, make_loss, use_training_spec
+from unetgeo.train.objective import (
+    class_weights_from_counts,
+    lr_factor,
+    make_augment,
+    make_loss,
+    use_training_spec,
+)
 from unetgeo.train.plots import write_training_report
 from unetgeo.train.prepare import build_regions
 from unetgeo.train.sampling import ChipSampler, LabelScan, make_batch, scan_labels
