@@ -67,8 +67,9 @@ def prepare_demo(out_dir: str, *, size_px: int = 1024, seed: int = 0, progress: 
     from unetgeo.train import train
 
     t0 = time.perf_counter()
-    log.info("demo: generating a synthetic %d px flood pair and a training scene in %s", size_px, join(out_dir, "data"))
-    scenes = make_flood_pair(join(out_dir, "data"), size_px=size_px, seed=seed, post_cloud_fraction=DEMO_POST_CLOUDS)
+    log.info("demo: generating a synthetic %d px flood pair and %d training scenes in %s", size_px, DEMO_TRAIN_SCENES, join(out_dir, "data"))
+    scenes = make_flood_pair(join(out_dir, "data"), size_px=size_px, seed=seed, post_cloud_fraction=DEMO_POST_CLOUDS,
+                             with_train=False)
     train_set = make_training_set(join(out_dir, "data"), n=DEMO_TRAIN_SCENES, size_px=DEMO_TRAIN_PX, seed=seed + 1000)
     t_data = time.perf_counter() - t0
     cfg = demo_config([(s.image_uri, s.labels_uri) for s in train_set])

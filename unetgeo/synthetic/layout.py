@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unetgeo.synthetic.clouds import CloudLayer, cloud_layer
+from unetgeo.synthetic.clouds import CloudLayer, _quantile_threshold, cloud_layer
 from unetgeo.synthetic.noise import _MASK64, _hash01, _noise_1d, _salt, _splitmix
 from unetgeo.synthetic.spectra import (
     SHADOW_DIFFUSE,
@@ -29,6 +29,9 @@ FLOOD_CLASSES: tuple[str, ...] = ("background", "water", "cloud")
 
 PRODUCTS: tuple[str, ...] = ("l2a", "l1c")
 """Processing levels of the synthetic optical scenes: surface (L2A) or top-of-atmosphere (L1C) reflectance."""
+
+HILL_SCALE_PX = 80.0
+"""Feature size of the hill noise whose high values are in terrain shadow."""
 
 CLOUD_CODE = 254
 """Land-use value :func:`render_window` gives thick-cloud pixels (label: cloud)."""
@@ -102,6 +105,7 @@ class SceneLayout:
     conifer_share: float = 0.0  # share of forest that is conifer
     dark_water: float = 0.0  # 0-1: how humic / black the permanent water of the scene is
     hills: float = 0.0  # share of land in terrain shadow (hilly scenes)
+    hills_t: float = 9.0  # the hill-noise value that share of the scene exceeds (set with hills)
     adjacency: float = 0.0  # share of the shore's light scattered into water at the shore line
     adjacency_px: float = 4.0  # e-folding distance of the adjacency effect, px
     shore_soil: float = 0.0  # share of bare soil (rest: vegetation) in the shore light of the adjacency effect
@@ -142,7 +146,7 @@ def scene_layout(seed: int, height: int, width: int, footprint: bool = True, *, 
         for k in (
             "river_noise", "river_width", "river_turb", "height", "height_detail", "height_slope", "fields",
             "forest", "tex", "tex_fine", "tex_vig", "lakes", "villages", "noise_a", "water_tex", "sediment",
-            "conifer", "patches", "hills", "cloud_thick", "cloud_thin", "cloud_tex",
+            "conifer", "hills", "cloud_thick", "cloud_thin", "cloud_tex",
         )
     }
     layout_no_towns = dict(
@@ -205,6 +209,7 @@ def _scene_mix(seed: int, height: int, width: int, product: str, cloud_fraction:
         out["conifer_share"] = float(rng.choice([0.0, rng.uniform(0.2, 0.8)], p=[0.5, 0.5]))
         out["dark_water"] = float(rng.choice([0.0, rng.uniform(0.5, 1.0)], p=[0.5, 0.5]))
         out["hills"] = float(rng.choice([0.0, rng.uniform(0.03, 0.12)], p=[0.6, 0.4]))
+        out["hills_t"] = _quantile_threshold(height, width, HILL_SCALE_PX, salts["hills"], 3, out["hills"])
         out["adjacency"] = float(rng.uniform(0.04, 0.2) * (1.3 if product == "l1c" else 1.0))
         out["adjacency_px"] = float(rng.uniform(2.0, 8.0))
         out["shore_soil"] = float(rng.uniform(0.0, 0.8))

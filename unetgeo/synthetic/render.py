@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from unetgeo.grid import Window
-from unetgeo.synthetic.clouds import _quantile_threshold, cloud_fields
+from unetgeo.synthetic.clouds import cloud_fields
 from unetgeo.synthetic.layout import (
     BAND_NAMES,
     CLOUD_CODE,
     FIELD_KINDS,
+    HILL_SCALE_PX,
     LABEL_NODATA,
     SceneLayout,
     Town,
@@ -233,10 +234,8 @@ def _terrain_light(lay: SceneLayout, cv: _Canvas) -> np.ndarray | None:
     if lay.hills <= 0:
         return None
     f32 = np.float32
-    salt = lay.salts["hills"]
-    t = _quantile_threshold(lay.height, lay.width, 80.0, salt, 3, lay.hills)
-    n = _fbm_sep(cv.ys, cv.xs, 80.0, salt, 3)
-    shade = np.clip((n - f32(t)) * f32(12.0) + f32(0.5), 0.0, 1.0) * (cv.height_m > f32(1.6))
+    n = _fbm_sep(cv.ys, cv.xs, HILL_SCALE_PX, lay.salts["hills"], 3)
+    shade = np.clip((n - f32(lay.hills_t)) * f32(12.0) + f32(0.5), 0.0, 1.0) * (cv.height_m > f32(1.6))
     return f32(1.0) - f32(0.7) * shade
 
 

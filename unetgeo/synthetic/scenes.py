@@ -236,13 +236,14 @@ def _convert(dn: np.ndarray, valid: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def make_flood_pair(out_dir: str, size_px: int = 1024, seed: int = 0, *, res_m: float = 10.0,
-                    post_cloud_fraction: float = 0.0) -> dict[str, SyntheticScene]:
+                    post_cloud_fraction: float = 0.0, with_train: bool = True) -> dict[str, SyntheticScene]:
     """Write a pre/post flood pair and a training scene with flood labels.
 
     ``pre`` (``flood_level`` 0) and ``post`` (:data:`POST_FLOOD_LEVEL_M`) share grid and seed, so
     post water is a superset of pre water; ``train`` has seed ``seed + 1000``, lies east of them
     and is moderately flooded (:data:`TRAIN_FLOOD_LEVEL_M`). ``post_cloud_fraction`` puts clouds
     (and their shadows) over the post-flood scene only; its labels have them as class 2 (cloud).
+    ``with_train=False`` leaves the training scene out (the demo trains on :func:`make_training_set`).
 
     Returns:
         ``{"pre", "post", "train"}`` -> :class:`SyntheticScene`; files ``out_dir/{key}.tif`` and
@@ -257,6 +258,8 @@ def make_flood_pair(out_dir: str, size_px: int = 1024, seed: int = 0, *, res_m: 
         ("post", L.POST_FLOOD_LEVEL_M, seed, origin, post_cloud_fraction),
         ("train", L.TRAIN_FLOOD_LEVEL_M, seed + 1000, (origin[0] + (size_px + 256) * res_m, origin[1]), 0.0),
     ):
+        if key == "train" and not with_train:
+            continue
         out[key] = make_scene(join(out_dir, f"{key}.tif"), join(out_dir, f"{key}_labels.tif"), size_px=size_px,
                               res_m=res_m, origin_xy=orig, seed=s, flood_level=level, labels="flood",
                               cloud_fraction=clouds)
