@@ -175,6 +175,7 @@ def _write_blocks(image_uri: str, labels_uri: str, grid: Grid, lay: SceneLayout,
     from tqdm.auto import tqdm
 
     from unetgeo.io.scene import RasterWriter
+    from unetgeo.synthetic.sar import render_sar_window
 
     height, width = grid.height, grid.width
     cloudy = lay.clouds is not None and lay.clouds.fraction > 0
@@ -198,8 +199,6 @@ def _write_blocks(image_uri: str, labels_uri: str, grid: Grid, lay: SceneLayout,
         for win in tqdm(iter_tile_windows(height, width, block_px), total=n_tiles(height, width, block_px),
                         disable=not progress, desc="synthetic", unit="block"):
             if sensor == "s1":
-                from unetgeo.synthetic.sar import render_sar_window
-
                 data, landuse = render_sar_window(lay, win, flood_level)
             else:
                 dn, landuse = render_window(lay, win, flood_level)
