@@ -187,19 +187,47 @@ def test_stitch_memory_does_not_grow_with_scene_size(tmp_path):
     assert peaks[1] < 1.5 * peaks[0], peaks
 
 
-def test_class_names_and_colours_live_in_the_tif_itself(tmp_path):
-    """A copy of classes.tif alone (no .aux.xml, no .qml) still names and colours its classes."""
+def copied_alone(uri, tmp_path):
+    """``uri`` copied into a folder of its own (no .aux.xml, no .qml beside it); the folder."""
     import shutil
 
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    shutil.copy(uri, alone / "classes.tif")
+    assert sorted(p.name for p in alone.iterdir()) == ["classes.tif"]
+    return alone
+
+
+def test_classes_tif_alone_carries_a_raster_attribute_table(tmp_path):
+    """With GDAL >= 3.12 at hand, the legend QGIS shows (value, name, colour) is a RAT inside the TIFF."""
+    from unetgeo.io import rat
+
+    if not rat.available():
+        pytest.skip("no GDAL >= 3.12 (rasterio's or pyogrio's) in this environment")
+    probs = random_probs(np.random.default_rng(6), 3, 600, 600)
+    pu, vu = make_stores(tmp_path, probs, np.ones((600, 600), bool), chunk_px=128)
+    res = stitch(pu, vu, str(tmp_path / "run"))
+    alone = copied_alone(res.classes_uri, tmp_path)
+    rows = rat.read_class_table(str(alone / "classes.tif"))
+    assert [(r.value, r.name, r.rgba) for r in rows] == [
+        (0, "background", (0xD9, 0xD9, 0xD9, 255)), (1, "water", (0x1F, 0x78, 0xB4, 255)),
+        (2, "urban", (0xE3, 0x1A, 0x1C, 255))]
+    assert sorted(p.name for p in alone.iterdir()) == ["classes.tif"]  # reading wrote no sidecar
+    assert cog_validate(str(alone / "classes.tif"))[0]
+    with rasterio.open(res.classes_uri) as ds, rasterio.open(alone / "classes.tif") as cp:
+        assert cp.overviews(1) == ds.overviews(1) == [2]
+        assert cp.crs == ds.crs and cp.transform == ds.transform
+        np.testing.assert_array_equal(cp.read(1), probs.argmax(0))
+
+
+def test_class_names_and_colours_live_in_the_tif_itself(tmp_path):
+    """A copy of classes.tif alone (no .aux.xml, no .qml) still names and colours its classes."""
     from unetgeo.io.cog import read_class_info
 
     probs = random_probs(np.random.default_rng(5), 3, 64, 64)
     pu, vu = make_stores(tmp_path, probs, np.ones((64, 64), bool), chunk_px=32)
     res = stitch(pu, vu, str(tmp_path / "run"))
-    alone = tmp_path / "elsewhere"
-    alone.mkdir()
-    shutil.copy(res.classes_uri, alone / "classes.tif")
-    assert sorted(p.name for p in alone.iterdir()) == ["classes.tif"]
+    alone = copied_alone(res.classes_uri, tmp_path)
     assert read_class_info(str(alone / "classes.tif")) == (NAMES, COLORS)
     with rasterio.open(alone / "classes.tif") as ds:
         assert {k: v for k, v in ds.tags(1).items() if k.startswith("CLASS_")} == {

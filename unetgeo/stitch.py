@@ -8,8 +8,9 @@ For every chunk of ``probs.zarr`` ``(class, y, x)``::
 
 Chunks are read, reduced and written one at a time, so memory does not grow with the scene.
 Outputs (``out_dir``): ``classes.tif`` (COG, nodata 255; inside the TIFF: colour table, class names
-and colours as tags, ``CLASS_<id>=name`` band items; beside it: ``classes.qml`` QGIS legend and
-``classes.tif.aux.xml`` GDAL category names, which GDAL cannot store in a GeoTIFF), ``confidence.tif``
+and colours as tags, ``CLASS_<id>=name`` band items and, with GDAL >= 3.12 at hand, a raster
+attribute table; beside it: ``classes.qml`` QGIS legend and ``classes.tif.aux.xml`` GDAL category
+names for readers older than GDAL 3.12), ``confidence.tif``
 (COG, nodata 255) and, on request, ``probs.tif`` (COG uint8, one band per class, percent,
 band scale 0.01 so GDAL reads probabilities).
 """

@@ -9,10 +9,12 @@ folder and the COG is uploaded on close. Nothing here holds a raster in memory.
 Class rasters carry their legend inside the TIFF: the colour table of band 1, the dataset tags
 ``class_names`` / ``class_colors`` (JSON lists) and one band-1 item ``CLASS_<id>=name`` per class
 (all in the TIFF's GDAL_METADATA tag, so a copy of the ``.tif`` alone keeps them; ``gdalinfo``
-lists them under Band 1 Metadata). GDAL 3.10's GeoTIFF driver cannot store category names or a
-raster attribute table in the file (it writes them to PAM ``.aux.xml``), so class rasters also get
-sidecars: ``NAME.qml`` (QGIS paletted style, loaded automatically) and ``NAME.aux.xml`` (GDAL PAM
-``<CategoryNames>``, which rasterio cannot write itself).
+lists them under Band 1 Metadata). Where a GDAL >= 3.12 is at hand (pyogrio's wheel bundles one),
+class rasters also get a raster attribute table inside the TIFF (:mod:`unetgeo.io.rat`: value,
+name, RGBA), which QGIS shows as the legend of the ``.tif`` alone. Older GDALs (rasterio's 3.10)
+can only keep category names and RATs in PAM ``.aux.xml``, so class rasters also get sidecars:
+``NAME.qml`` (QGIS paletted style, loaded automatically) and ``NAME.aux.xml`` (GDAL PAM
+``<CategoryNames>``, for readers older than GDAL 3.12).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from unetgeo.io import rat
 from unetgeo.io import uri as U
 from unetgeo.io._gtiff import TiffFileWriter, remove_local
 from unetgeo.io.scene import gdal_env, open_dataset
@@ -160,10 +163,25 @@ class CogWriter(TiffFileWriter):
         )
         if self.predictor is not None:
             opts["PREDICTOR"] = "YES" if self.predictor in (2, 3) else "NO"
+        rows = self._class_rows()
+        if rows and rat.available():
+            # GDAL >= 3.12 keeps the class table (RAT) inside the TIFF, through the COG copy too
+            rat.set_class_table(self.stage, rows)
+            rat.copy_as_cog(self.stage, self.tmp, opts)
+            return
         # no PAM: everything (tags, band items, colour table) goes into the TIFF or is refused
         with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             rasterio.shutil.copy(self.stage, self.tmp, driver="COG", **opts)
+
+    def _class_rows(self) -> list[rat.ClassRow] | None:
+        """Attribute-table rows of a class raster (names and colours from its tags), else None."""
+        tags = self.tags or {}
+        names = parse_class_names(tags.get(TAG_CLASS_NAMES))
+        if not names:
+            return None
+        colors = json.loads(tags[TAG_CLASS_COLORS]) if TAG_CLASS_COLORS in tags else default_class_colors(len(names))
+        return rat.class_rows(names, [hex_to_rgba(c) for c in colors])
 
     def abort(self) -> None:
         """Close and delete the partial files."""
