@@ -220,6 +220,24 @@ def test_classes_tif_alone_carries_a_raster_attribute_table(tmp_path):
         np.testing.assert_array_equal(cp.read(1), probs.argmax(0))
 
 
+def test_without_gdal_312_class_rasters_keep_tags_colours_and_sidecars(tmp_path, monkeypatch):
+    """No GDAL >= 3.12 (or UNETGEO_RAT=no): rasterio's GDAL writes the COG, legend in tags and sidecars."""
+    from unetgeo.io import rat
+    from unetgeo.io.cog import read_class_info
+
+    monkeypatch.setattr(rat, "_LIB", [None])
+    assert not rat.available()
+    probs = random_probs(np.random.default_rng(7), 3, 64, 64)
+    pu, vu = make_stores(tmp_path, probs, np.ones((64, 64), bool), chunk_px=32)
+    res = stitch(pu, vu, str(tmp_path / "run"))
+    assert cog_validate(res.classes_uri)[0]
+    assert read_class_info(str(copied_alone(res.classes_uri, tmp_path) / "classes.tif")) == (NAMES, COLORS)
+    assert (tmp_path / "run" / "classes.qml").exists() and (tmp_path / "run" / "classes.tif.aux.xml").exists()
+    monkeypatch.setattr(rat, "_LIB", [])
+    if rat.available():  # the real library again: this file was written without a table
+        assert rat.read_class_table(res.classes_uri) is None
+
+
 def test_class_names_and_colours_live_in_the_tif_itself(tmp_path):
     """A copy of classes.tif alone (no .aux.xml, no .qml) still names and colours its classes."""
     from unetgeo.io.cog import read_class_info
