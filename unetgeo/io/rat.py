@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: The first GDAL release whose GeoTIFF driver keeps a RAT inside the file.
 MIN_VERSION = 3_12_00_00
 
-_GA_UPDATE, _OF_RASTER, _OF_UPDATE = 1, 0x02, 0x01
+_OF_RASTER, _OF_UPDATE = 0x02, 0x01
 _GFT_INTEGER, _GFT_STRING = 0, 2
 _GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE, _GFU_ALPHA = 2, 5, 6, 7, 8, 9
 _COLUMNS = (("Value", _GFT_INTEGER, _GFU_MINMAX), ("Class", _GFT_STRING, _GFU_NAME),
@@ -137,12 +137,6 @@ def _library() -> _Gdal | None:
 def available() -> bool:
     """True when a GDAL that stores RATs inside GeoTIFFs can be used."""
     return _library() is not None
-
-
-def gdal_version() -> str | None:
-    """Release of the GDAL used for RATs (e.g. ``'3.12.4'``), None when there is none."""
-    g = _library()
-    return g.lib.GDALVersionInfo(b"RELEASE_NAME").decode() if g else None
 
 
 def _required() -> _Gdal:
