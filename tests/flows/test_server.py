@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -298,11 +299,18 @@ def _mask(pair: dict, tmp: Path) -> Path:
     return tmp / "pre_water.tif"
 
 
-def _patch(url: str, body: dict) -> None:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PATCH",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback only
-        pass
+def _patch(url: str, body: dict, attempts: int = 5) -> None:
+    """PATCH ``url``; a 503 (the server's SQLite briefly busy while runs finish) is retried."""
+    for i in range(attempts):
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PATCH",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback only
+                return
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or i == attempts - 1:
+                raise
+            time.sleep(1.0 + i)
 
 
 def _wait_runs(api: str, deployment_id: str, n: int, timeout_s: float) -> list[dict]:
