@@ -23,7 +23,15 @@ import numpy as np
 import shapely
 
 from unetgeo.grid import Window
-from unetgeo.merge_util import components, release_freed_memory
+from unetgeo.merge_util import (
+    assemble_polygons,
+    components,
+    list_rank,
+    next_in_ring,
+    not_collinear,
+    release_freed_memory,
+    ring_area2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -250,26 +258,12 @@ def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return xy, ring_of, poly_of
 
 
-def _next_in_ring(ring_of: np.ndarray) -> np.ndarray:
-    """Index of the next vertex of the same (cyclic) ring; ``ring_of`` sorted."""
-    nxt = np.arange(1, len(ring_of) + 1, dtype=np.int32 if len(ring_of) < 2**31 - 1 else np.int64)
-    ends = np.flatnonzero(np.r_[ring_of[1:] != ring_of[:-1], True])
-    nxt[ends] = np.r_[0, ends[:-1] + 1]
-    return nxt
-
-
-def _ring_area2(xy: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
-    """Twice the signed area of every ring (shoelace; positive = counter-clockwise in ``(x, y)``)."""
-    nx = _next_in_ring(ring_of)
-    w = np.multiply(xy[:, 0], xy[nx, 1], dtype=np.int64)
-    w -= np.multiply(xy[nx, 0], xy[:, 1], dtype=np.int64)
-    return np.bincount(ring_of, weights=w, minlength=n_rings)
 
 
 def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.ndarray:
     """``xy`` with every shell counter-clockwise and every hole clockwise (rings reversed in place)."""
     is_shell = np.r_[True, poly_of[1:] != poly_of[:-1]]
-    flip = (_ring_area2(xy, ring_of, len(poly_of)) > 0) != is_shell
+    flip = (ring_area2(xy, ring_of, len(poly_of)) > 0) != is_shell
     if not flip.any():
         return xy
     start = np.r_[0, np.flatnonzero(ring_of[1:] != ring_of[:-1]) + 1]
@@ -281,7 +275,7 @@ def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.nd
 
 def _densified(xy: np.ndarray, ring_of: np.ndarray, steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Rings with a vertex at every integer point of their edges on block-border lines (the only shared ones)."""
-    d = xy[_next_in_ring(ring_of)] - xy
+    d = xy[next_in_ring(ring_of)] - xy
     on = ((d[:, 0] == 0) & (xy[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (xy[:, 1] % steps[0] == 0))
     n = np.where(on, np.abs(d).sum(axis=1), 1).astype(xy.dtype)
     sign = np.sign(d).astype(np.int8)
@@ -356,22 +350,6 @@ def _cancel_shared(S: np.ndarray, E: np.ndarray, g: np.ndarray, steps: tuple[int
     return cancel
 
 
-def _list_rank(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cycles of the permutation ``succ``: ``(cycle id, position in cycle)`` of every element."""
-    n = len(succ)
-    if not n:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    cyc = components(n, np.arange(n), succ)
-    head = np.full(cyc.max() + 1 if n else 0, n, dtype=np.int64)
-    np.minimum.at(head, cyc, np.arange(n))
-    last = succ == head[cyc]  # the element before the head ends the chain
-    dist = np.where(last, 0, 1)
-    ptr = np.where(last, np.arange(n), succ)
-    while not last[ptr].all():
-        dist, ptr = dist + dist[ptr], ptr[ptr]
-    size = np.bincount(cyc)
-    return cyc, size[cyc] - 1 - dist
-
 
 def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.ndarray, cancel: np.ndarray,
                     steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -381,7 +359,7 @@ def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.nda
     cancelled, or at a vertex where two surviving edges start (pixels touching diagonally), is
     joined to the run starting at its end vertex (the right turn at such a vertex).
     """
-    nxt = _next_in_ring(ring_of)
+    nxt = next_in_ring(ring_of)
     prv = np.empty_like(nxt)
     prv[nxt] = np.arange(len(nxt))
     surv = np.flatnonzero(~cancel)
@@ -423,7 +401,7 @@ def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.nda
         dup = np.flatnonzero(np.bincount(succ, minlength=n_runs) > 1)
         badg = np.union1d(badg, g[starts[np.isin(run_id[starts], dup)]])
         succ = np.where(np.isin(g[starts[np.argsort(run_id[starts])]], badg), np.arange(n_runs), succ)
-    cyc, pos = _list_rank(succ)
+    cyc, pos = list_rank(succ)
     run_of_cycle = cyc[run_of]
     order = np.lexsort((pos[run_of], run_of_cycle))  # stable: ring order within a run
     whole = np.flatnonzero(surv & ~broken[ring_of])
@@ -453,7 +431,7 @@ def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, st
     xy, ring_of, poly_of = _ring_coords(pieces)
     xy = _oriented(xy, ring_of, poly_of)
     xy, ring_of = _densified(xy, ring_of, steps)
-    S, E = xy, xy[_next_in_ring(ring_of)]
+    S, E = xy, xy[next_in_ring(ring_of)]
     g = group.astype(np.int32)[poly_of[ring_of]]
     del xy
     cancel = _cancel_shared(S, E, g, steps)
@@ -462,7 +440,7 @@ def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, st
     order = np.argsort(ring, kind="stable")
     xy, ring, grp = xy[order], ring[order], grp[order]
     del order
-    keep = _not_collinear(xy, ring)
+    keep = not_collinear(xy, ring)
     xy, ring, grp = xy[keep], ring[keep], grp[keep]
     del keep
     ring = np.cumsum(np.r_[False, ring[1:] != ring[:-1]], dtype=np.int64)  # sorted: renumber densely
@@ -470,34 +448,12 @@ def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, st
     ring_grp = np.zeros(n_r, dtype=np.int64)
     ring_grp[ring] = grp
     nv = np.bincount(ring, minlength=n_r)
-    a2 = _ring_area2(xy, ring, n_r)
+    a2 = ring_area2(xy, ring, n_r)
     shell = a2 > 0
     ok = (np.bincount(ring_grp[shell], minlength=k) == 1) & (np.bincount(ring_grp, weights=a2, minlength=k) == 2 * count)
     ok[badg] = False
     ok &= np.bincount(ring_grp[nv < 3], minlength=k) == 0
-    out = np.full(k, None, dtype=object)
-    if not ok.any():
-        return out, ok
-    use = ok[ring_grp]
-    rorder = np.lexsort((~shell[use], ring_grp[use]))  # each group's shell first, then its holes
-    rid = np.flatnonzero(use)[rorder]
-    new = np.full(n_r, -1, dtype=np.int64)
-    new[rid] = np.arange(len(rid))
-    vsel = np.flatnonzero(use[ring])
-    vorder = vsel[np.argsort(new[ring[vsel]], kind="stable")]
-    rings = shapely.linearrings(xy[vorder].astype(np.float64), indices=new[ring[vorder]])
-    gids, gidx = np.unique(ring_grp[rid], return_inverse=True)
-    out[gids] = shapely.polygons(rings, indices=gidx.ravel())
-    return out, ok
-
-
-def _not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """Bool per vertex (``ring`` sorted): not on the straight line through its ring neighbours."""
-    nxt = _next_in_ring(ring)
-    prv = np.empty_like(nxt)
-    prv[nxt] = np.arange(len(nxt))
-    a, b = np.sign(xy - xy[prv]).astype(np.int8), np.sign(xy[nxt] - xy).astype(np.int8)
-    return a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]  # the signs decide it: every edge is axis-parallel
+    return assemble_polygons(xy, ring, ring_grp, shell, ok), ok
 
 
 # -- exact dissolve of one object's pieces (fallback) -----------------------------------------

@@ -1,8 +1,9 @@
-"""Helpers of :mod:`unetgeo.merge`: connected components in numpy, giving freed heap memory back."""
+"""Helpers of :mod:`unetgeo.merge` and :mod:`unetgeo.runs`: connected components and ring arithmetic in numpy, giving freed heap memory back."""
 
 from __future__ import annotations
 
 import numpy as np
+import shapely
 
 _LIBC: list = []
 
@@ -49,4 +50,81 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unique(lab, return_inverse=True)[1].ravel()
 
 
-__all__ = ["components", "release_freed_memory"]
+def next_in_ring(ring_of: np.ndarray) -> np.ndarray:
+    """Index of the next vertex of the same (cyclic) ring; ``ring_of`` sorted."""
+    nxt = np.arange(1, len(ring_of) + 1, dtype=np.int32 if len(ring_of) < 2**31 - 1 else np.int64)
+    ends = np.flatnonzero(np.r_[ring_of[1:] != ring_of[:-1], True])
+    nxt[ends] = np.r_[0, ends[:-1] + 1]
+    return nxt
+
+
+def ring_area2(xy: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
+    """Twice the signed area of every ring (shoelace; positive = counter-clockwise in ``(x, y)``)."""
+    nx = next_in_ring(ring_of)
+    w = np.multiply(xy[:, 0], xy[nx, 1], dtype=np.int64)
+    w -= np.multiply(xy[nx, 0], xy[:, 1], dtype=np.int64)
+    return np.bincount(ring_of, weights=w, minlength=n_rings)
+
+
+def list_rank(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cycles of the permutation ``succ``: ``(cycle id, position in cycle)`` of every element.
+
+    Cycle ids are dense and ordered by each cycle's smallest element, which is position 0.
+    Pointer jumping: ``log2`` of the longest cycle rounds for the smallest element of each cycle
+    (the minimum over a window that doubles each round), as many again for the distances.
+    """
+    n = len(succ)
+    if not n:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    idx = np.arange(n)
+    lab, ptr = idx, np.asarray(succ, dtype=np.int64)
+    while True:  # equal along every jump: each window holds its cycle's smallest element
+        lab = np.minimum(lab, lab[ptr])
+        if np.array_equal(lab, lab[ptr]):
+            break
+        ptr = ptr[ptr]
+    last = succ == lab  # the element before the head ends the chain
+    dist = np.where(last, 0, 1)
+    ptr = np.where(last, idx, succ)
+    while not last[ptr].all():
+        dist, ptr = dist + dist[ptr], ptr[ptr]
+    cyc = np.unique(lab, return_inverse=True)[1].ravel()
+    size = np.bincount(cyc)
+    return cyc, size[cyc] - 1 - dist
+
+
+def not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Bool per vertex (``ring`` sorted): not on the straight line through its ring neighbours."""
+    nxt = next_in_ring(ring)
+    prv = np.empty_like(nxt)
+    prv[nxt] = np.arange(len(nxt))
+    a, b = np.sign(xy - xy[prv]).astype(np.int8), np.sign(xy[nxt] - xy).astype(np.int8)
+    return a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]  # the signs decide it: every edge is axis-parallel
+
+
+def assemble_polygons(xy: np.ndarray, ring: np.ndarray, ring_grp: np.ndarray, shell: np.ndarray,
+                      ok: np.ndarray) -> np.ndarray:
+    """One polygon per group from its rings: ``(k,)`` objects, None where ``ok`` (``(k,)`` bool) is False.
+
+    Args:
+        xy: ``(m, 2)`` vertices, ring by ring (``ring`` sorted, no closing vertex).
+        ring: ``(m,)`` dense ring id of each vertex.
+        ring_grp: group of each ring; shell: bool per ring (each ok group has exactly one).
+    """
+    out = np.full(len(ok), None, dtype=object)
+    if not ok.any():
+        return out
+    use = ok[ring_grp]
+    rorder = np.lexsort((~shell[use], ring_grp[use]))  # each group's shell first, then its holes
+    rid = np.flatnonzero(use)[rorder]
+    new = np.full(len(ring_grp), -1, dtype=np.int64)
+    new[rid] = np.arange(len(rid))
+    vsel = np.flatnonzero(use[ring])
+    vorder = vsel[np.argsort(new[ring[vsel]], kind="stable")]
+    rings = shapely.linearrings(xy[vorder].astype(np.float64), indices=new[ring[vorder]])
+    gids, gidx = np.unique(ring_grp[rid], return_inverse=True)
+    out[gids] = shapely.polygons(rings, indices=gidx.ravel())
+    return out
+
+
+__all__ = ["assemble_polygons", "components", "list_rank", "next_in_ring", "not_collinear", "release_freed_memory", "ring_area2"]

@@ -43,15 +43,25 @@ from unetgeo.grid import Grid, Window, align_up, same_grid
 from unetgeo.io.cog import read_class_info, read_tags
 from unetgeo.io.naming import stem
 from unetgeo.io.scene import SceneInfo, SceneReader, crs_equal, open_scene
-from unetgeo.io.vector import PolygonWriter, polygonize_labels
+from unetgeo.io.vector import (
+    PolygonWriter,
+    arrow_column,
+    arrow_repeated,
+    arrow_wkb,
+    polygonize_labels,
+    raw_times,
+)
 from unetgeo.merge import BlockEdges, BorderMerge, PolygonBatch, release_freed_memory
 from unetgeo.parallel import run_on_each_thread
+from unetgeo.runs import polygonize_runs, run_density
 
 log = logging.getLogger(__name__)
 
 NODATA = 255
 #: Vertices buffered before a write, whatever ``batch_size`` says (a few huge polygons are a batch too).
 SINK_VERTICES = 1_000_000
+#: Runs per pixel (sampled) above which a block goes to GDAL rather than the run tracer.
+RUNS_MAX_DENSITY = 0.012
 #: Attribute schema of every polygon (``geometry`` is WKB). Times are UTC.
 FIELDS = pa.schema([
     ("class_id", pa.int32()),
@@ -217,15 +227,65 @@ def _line_pieces(coded: np.ndarray, centres: np.ndarray, tree: shapely.STRtree) 
     return run_piece[run]
 
 
+def _coded(cls: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class + 1 where ``mask``, else 0 (uint8 stays uint8: its 255 is nodata, never in ``mask``)."""
+    if cls.dtype == np.uint8:
+        return np.where(mask, cls + np.uint8(1), np.uint8(0))
+    return np.where(mask, cls.astype(np.int32) + 1, 0)
+
+
+def _use_runs(coded: np.ndarray) -> bool:
+    """Trace this block from its row runs (else GDAL): ``UNETGEO_RUNS`` = auto (default), yes or no.
+
+    Auto takes the runs where they are sparse (smooth objects), GDAL where the block is so
+    fragmented that GDAL's per-pixel scan costs less than the per-run numpy passes.
+    """
+    how = os.environ.get("UNETGEO_RUNS", "auto")
+    if how in ("yes", "no"):
+        return how == "yes"
+    return run_density(coded) <= RUNS_MAX_DENSITY
+
+
 def _block_by_class(job: _Job, win: Window, cls: np.ndarray, mask: np.ndarray
                     ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
-    """:func:`_block` without a confidence raster: GDAL labels the classes itself (no ``ndimage.label``).
+    """:func:`_block` without a confidence raster: the components are the polygons of the class image.
 
-    The components are the polygons of the class image (class + 1, 0 = masked); a polygon's pixel
-    count is its area (exact), it touches a block border where its bounds do, and the piece on
-    each border pixel is found by a point-in-polygon query of one pixel per run of equal class.
+    The class image is ``class + 1`` (0 = masked). Sparse blocks are traced from their row runs
+    (:func:`unetgeo.runs.polygonize_runs`), which also says which polygon holds every border pixel;
+    the others (or where the run tracer's checks refuse a block) go to GDAL.
     """
-    coded = np.where(mask, cls.astype(np.int32) + 1, 0)
+    coded = _coded(cls, mask)
+    rp = polygonize_runs(coded, win.row_off, win.col_off) if _use_runs(coded) else None
+    if rp is None:
+        return _block_by_class_gdal(job, win, cls, coded)
+    h, n = win.height, len(rp.polygons)
+    r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
+    lines = (rp.row_pixels(0), rp.row_pixels(h - 1), rp.col_pixels(True, h), rp.col_pixels(False, h))
+    inner = (r0 > 0, r1 < job.height, c0 > 0, c1 < job.width)
+    touch = np.zeros(n + 1, dtype=bool)  # the extra last slot takes the -1 (no polygon) pixels
+    for line, on in zip(lines, inner, strict=True):
+        if on:
+            touch[line] = True
+    touch = touch[:n]
+    piece_of = np.full(n + 1, -1, dtype=np.int64)
+    piece_of[:n][touch] = np.arange(int(touch.sum()))
+    sides = [piece_of[line] if on else np.full(len(line), -1, dtype=np.int64)
+             for line, on in zip(lines, inner, strict=True)]
+    c64 = cls.astype(np.int64, copy=False)
+    i64 = np.zeros(n, dtype=np.int64)
+    allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, np.zeros(n), i64, np.full(n, -1, dtype=np.int64))
+    edges = BlockEdges(sides[0], c64[0], sides[1], c64[-1], sides[2], c64[:, 0], sides[3], c64[:, -1])
+    return win, allp.take(~touch), allp.take(touch), edges
+
+
+def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndarray
+                         ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+    """:func:`_block_by_class` through GDAL polygonize (no ``ndimage.label``).
+
+    A polygon's pixel count is its area (exact), it touches a block border where its bounds do,
+    and the piece on each border pixel is found by a point-in-polygon query of one pixel per run
+    of equal class.
+    """
     polys, vals = polygonize_labels(coded, win.row_off, win.col_off)
     n = len(polys)
     r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
@@ -313,7 +373,7 @@ class _Sink:
             mg = shapely.coverage_simplify(mg, self.simplify_tol, simplify_boundary=False)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_conf = np.where(p.conf_n > 0, p.conf_sum / np.maximum(p.conf_n, 1), np.nan)
-        cols = {"geometry": shapely.to_wkb(mg), "area_m2": area, "perimeter_m": self.area.perimeters_m(mg),
+        cols = {"geometry": mg, "area_m2": area, "perimeter_m": self.area.perimeters_m(mg),
                 "mean_conf": mean_conf, "max_conf": p.conf_max}
         order = np.argsort(p.class_id, kind="stable")
         cids, starts = np.unique(p.class_id[order], return_index=True)
@@ -326,18 +386,18 @@ class _Sink:
         n = len(c["area_m2"])
         has_conf = c["max_conf"] >= 0
         arrays = {
-            "class_id": pa.array(np.full(n, cid, dtype=np.int32)),
-            "class_name": pa.array([self.name(cid)] * n, pa.string()),
-            "area_m2": pa.array(c["area_m2"]),
-            "perimeter_m": pa.array(c["perimeter_m"]),
-            "mean_conf": pa.array(c["mean_conf"], mask=~has_conf),
-            "max_conf": pa.array(c["max_conf"].astype(np.int32), mask=~has_conf),
-            "scene_id": pa.array([self.meta["scene_id"]] * n, pa.string()),
-            "model_id": pa.array([self.meta["model_id"]] * n, pa.string()),
-            "acquired": pa.array([self.meta["acquired"]] * n, FIELDS.field("acquired").type),
-            "created": pa.array([self.meta["created"]] * n, FIELDS.field("created").type),
+            "class_id": arrow_column(np.full(n, cid, dtype=np.int32)),
+            "class_name": arrow_repeated(self.name(cid), n),
+            "area_m2": arrow_column(c["area_m2"].astype(np.float64)),
+            "perimeter_m": arrow_column(c["perimeter_m"].astype(np.float64)),
+            "mean_conf": arrow_column(c["mean_conf"].astype(np.float64), has_conf),
+            "max_conf": arrow_column(c["max_conf"].astype(np.int32), has_conf),
+            "scene_id": arrow_repeated(self.meta["scene_id"], n),
+            "model_id": arrow_repeated(self.meta["model_id"], n),
+            "acquired": raw_times(n, self.meta["acquired"]),  # int64 ms: see PolygonWriter.write
+            "created": raw_times(n, self.meta["created"]),
         }
-        return pa.table({**arrays, "geometry": pa.array(c["geometry"], pa.binary())})
+        return pa.table({**arrays, "geometry": arrow_wkb(c["geometry"])})
 
 
 # -- the stage ------------------------------------------------------------------------------------

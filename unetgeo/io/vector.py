@@ -86,14 +86,19 @@ class PolygonWriter(PublishOnExit):
         Args:
             layer: GeoPackage layer name (the class name).
             table: ``pyarrow.Table`` with the schema's columns and a ``geometry`` column (WKB polygons).
+                A timestamp column may come as int64 (the time unit since the epoch, see
+                :func:`raw_times`): GDAL's C API takes it as the schema's timestamp, the other
+                writers get it cast.
         """
         if self._gpkg is not None:
-            self._gpkg.write(layer, table)
-        if self._gpkg is None or self.shp_tmp:
-            self._write_pyogrio(layer, table)
+            self._gpkg.write(layer, table, self.schema)
+        if self._gpkg is None or self.shp_tmp or (self.pq_tmp and table.num_rows):
+            typed = _typed(table, self.schema)
+            if self._gpkg is None or self.shp_tmp:
+                self._write_pyogrio(layer, typed)
+            if self.pq_tmp and table.num_rows:
+                self._write_parquet(typed)
         self._layers.add(layer)
-        if self.pq_tmp and table.num_rows:
-            self._write_parquet(table)
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
         """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
@@ -135,7 +140,8 @@ class PolygonWriter(PublishOnExit):
     def _empty_table(self) -> Any:
         import pyarrow as pa
 
-        return pa.table({**{f.name: pa.array([], f.type) for f in self.schema}, "geometry": pa.array([], pa.binary())})
+        return pa.table({**{f.name: pa.nulls(0, _raw_type(f.type)) for f in self.schema},
+                         "geometry": pa.nulls(0, pa.binary())})
 
     def close(self) -> tuple[str, str | None, str | None]:
         """Publish the GeoPackage (and Shapefile set, GeoParquet file); returns their URIs."""
@@ -214,6 +220,75 @@ def _shapefile_table(table: Any) -> Any:
         cols.append(col)
         names.append(SHP_RENAME.get(f.name, f.name))
     return pa.table(cols, names=names)
+
+
+def _raw_type(t: Any) -> Any:
+    """int64 for a timestamp type (see :func:`raw_times`), else ``t``."""
+    import pyarrow as pa
+
+    return pa.int64() if pa.types.is_timestamp(t) else t
+
+
+def arrow_column(values: np.ndarray, valid: np.ndarray | None = None, type: Any = None) -> Any:
+    """An Arrow array over a numeric numpy array (zero copy), null where ``valid`` is False.
+
+    ``pa.array`` imports pandas (half a second) the first time it is called, whatever it is
+    given; ``Array.from_buffers`` does not, so a GeoPackage-only run never loads pandas.
+    ``type`` reinterprets the 64-bit values (int64 ms since the epoch as a timestamp type).
+    """
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    bitmap, nulls = None, 0
+    if valid is not None and not valid.all():
+        bitmap, nulls = pa.py_buffer(np.packbits(valid, bitorder="little")), int(len(valid) - valid.sum())
+    return pa.Array.from_buffers(_raw_type(type) if type is not None else pa.from_numpy_dtype(values.dtype),
+                                 len(values), [bitmap, pa.py_buffer(values)], null_count=nulls)
+
+
+def arrow_repeated(text: str, n: int) -> Any:
+    """An Arrow string array of ``n`` copies of ``text``."""
+    import pyarrow as pa
+
+    b = text.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(b)
+    kind, dt = (pa.string(), np.int32) if offsets[-1] < 2**31 else (pa.large_string(), np.int64)
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets.astype(dt)), pa.py_buffer(b * n)])
+
+
+def arrow_wkb(geoms: np.ndarray) -> Any:
+    """An Arrow binary array of the WKB of 2-D polygons (lengths from ring and vertex counts, no per-row Python)."""
+    import pyarrow as pa
+
+    data = b"".join(shapely.to_wkb(geoms).tolist())
+    lengths = 9 + 4 * (shapely.get_num_interior_rings(geoms) + 1) + 16 * shapely.get_num_coordinates(geoms)
+    offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)]
+    if offsets[-1] != len(data):
+        raise ValueError("arrow_wkb takes 2-D polygons only")
+    kind, dt = (pa.binary(), np.int32) if offsets[-1] < 2**31 else (pa.large_binary(), np.int64)
+    return pa.Array.from_buffers(kind, len(geoms), [None, pa.py_buffer(offsets.astype(dt)), pa.py_buffer(data)])
+
+
+def raw_times(n: int, value: Any, unit_s: float = 1e-3) -> Any:
+    """A column of ``n`` copies of an aware datetime (or nulls for None) as int64 time units since the epoch.
+
+    pyarrow imports pandas the first time it wraps a timestamp array; :class:`PolygonWriter`
+    takes timestamp columns as int64 so that a GeoPackage-only run never does.
+    """
+    import pyarrow as pa
+
+    if value is None:
+        return pa.nulls(n, pa.int64())
+    return arrow_column(np.full(n, round(value.timestamp() / unit_s), dtype=np.int64))
+
+
+def _typed(table: Any, schema: Any) -> Any:
+    """``table`` with its int64 time columns cast to the schema's timestamp types."""
+    import pyarrow as pa
+
+    cols = {f.name: f.type for f in schema}
+    target = pa.schema([pa.field(f.name, cols.get(f.name, f.type)) for f in table.schema])
+    return table if target.equals(table.schema) else table.cast(target)
 
 
 def _geo_metadata(crs_wkt: str) -> dict[str, Any]:
@@ -467,24 +542,55 @@ class _ArrowGpkg:
             self.layers[name] = layer
         return self.layers[name]
 
-    def write(self, name: str, table: Any) -> None:
-        """Append ``table`` (Arrow, WKB ``geometry`` column) to layer ``name`` (created on first use)."""
+    def write(self, name: str, table: Any, schema: Any) -> None:
+        """Append ``table`` (Arrow, WKB ``geometry`` column) to layer ``name`` (created on first use).
+
+        Columns that ``schema`` declares as timestamps may be int64 in ``table``: their exported
+        format is set to the timestamp's (same 64-bit layout) for GDAL, and restored before release.
+        """
         lib = self.lib
-        layer = self._layer(name, table.schema)
+        layer = self._layer(name, schema)
+        formats = self._formats(schema)
         opts = _strings("GEOMETRY_NAME=geometry")
         if lib.GDALDatasetStartTransaction(self.ds, 0):
             raise self.poly._error("StartTransaction")
         for batch in table.combine_chunks().to_batches():
             sch, arr = _ArrowSchema(), _ArrowArray()
             batch._export_to_c(ctypes.addressof(arr), ctypes.addressof(sch))
+            children = ctypes.cast(sch.children, ctypes.POINTER(ctypes.POINTER(_ArrowSchema)))
+            patched = []
             try:
+                for i in range(sch.n_children):
+                    child = children[i].contents
+                    want = formats.get((child.name or b"").decode())
+                    if want is not None and child.format == b"l":
+                        patched.append((child, child.format))
+                        child.format = want
                 if not lib.OGR_L_WriteArrowBatch(layer, ctypes.addressof(sch), ctypes.addressof(arr), opts):
                     raise self.poly._error(f"write to layer {name}")
             finally:
+                for child, old in patched:
+                    child.format = old
                 _release(arr)
                 _release(sch)
         if lib.GDALDatasetCommitTransaction(self.ds):
             raise self.poly._error("CommitTransaction")
+
+    @staticmethod
+    def _formats(schema: Any) -> dict[str, bytes]:
+        """Arrow C format string of every timestamp field of ``schema``."""
+        import pyarrow as pa
+
+        out = {}
+        for f in schema:
+            if pa.types.is_timestamp(f.type):
+                c = _ArrowSchema()
+                f.type._export_to_c(ctypes.addressof(c))
+                try:
+                    out[f.name] = bytes(c.format)
+                finally:
+                    _release(c)
+        return out
 
     def close(self) -> None:
         """Close the file (builds the spatial indexes); idempotent."""
