@@ -25,6 +25,13 @@ T10 = rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0)
 NAMES = ["background", "water", "wässer"]  # non-ASCII name: UTF-8 must survive in GPKG and SHP
 
 
+@pytest.fixture(params=["yes", "no"], ids=["runs", "gdal"])
+def polygonizer(request, monkeypatch):
+    """Both block polygonizers: the numpy run tracer (``UNETGEO_RUNS=yes``) and GDAL (``no``)."""
+    monkeypatch.setenv("UNETGEO_RUNS", request.param)
+    return request.param
+
+
 def write_raster(path, arr, *, crs=UTM, transform=T10, nodata=255, block=16, tags=None):
     """Write a tiled single-band GeoTIFF (tile side ``block``) for the tests."""
     profile = dict(driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1, dtype=arr.dtype.name,
@@ -181,14 +188,17 @@ def test_float_raster_is_refused(tmp_path):
         )
     ),
     smooth=st.booleans(),
+    runs=st.sampled_from(["yes", "no", "auto"]),
 )
-def test_rasterize_polygonize_identity(tmp_path_factory, arr, smooth):
-    """rasterize(vectorize(x)) == x, one polygon per 4-connected component, all valid."""
+def test_rasterize_polygonize_identity(tmp_path_factory, arr, smooth, runs):
+    """rasterize(vectorize(x)) == x, one polygon per 4-connected component, all valid (either polygonizer)."""
     if smooth:  # blobs rather than noise: bigger objects crossing many blocks
         arr = ndimage.median_filter(arr, size=5, mode="nearest")
     d = tmp_path_factory.mktemp("h")
     cu = write_raster(d / "c.tif", arr)
-    res = vectorize(cu, str(d / "p.gpkg"), shapefile=False, block_px=16, batch_size=7)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNETGEO_RUNS", runs)
+        res = vectorize(cu, str(d / "p.gpkg"), shapefile=False, block_px=16, batch_size=7)
     got = np.full(arr.shape, 255, np.uint8)
     for layer in pyogrio.list_layers(res.out_uri)[:, 0]:
         df = pyogrio.read_dataframe(res.out_uri, layer=layer)
@@ -328,7 +338,7 @@ def _peer(arr):
 
 @pytest.mark.parametrize("seed,size,block,smooth", [(0, 64, 16, True), (1, 200, 32, True), (2, 256, 64, False),
                                                      (3, 512, 128, True)])
-def test_counts_and_areas_equal_rasterio_shapes(tmp_path, seed, size, block, smooth):
+def test_counts_and_areas_equal_rasterio_shapes(tmp_path, seed, size, block, smooth, polygonizer):
     arr = np.random.default_rng(seed).choice(np.array([0, 1, 2, 255], np.uint8), size=(size, size), p=[.4, .3, .25, .05])
     if smooth:
         arr = ndimage.median_filter(arr, size=5, mode="nearest")
@@ -341,7 +351,7 @@ def test_counts_and_areas_equal_rasterio_shapes(tmp_path, seed, size, block, smo
         assert res.area_km2[f"class_{c}"] == pytest.approx(area_px * 100.0 / 1e6, rel=1e-12)
 
 
-def test_objects_straddling_block_corners_are_one_polygon(tmp_path):
+def test_objects_straddling_block_corners_are_one_polygon(tmp_path, polygonizer):
     a = np.zeros((48, 48), np.uint8)
     a[10:22, 10:22] = 1  # square on the corner of four 16-px blocks
     a[4:44, 30:34] = 2  # bar through three block rows
@@ -373,8 +383,8 @@ def test_threads_do_not_change_the_output(tmp_path):
 
 
 @pytest.mark.parametrize("nodata_hole", [False, True])
-def test_class_path_equals_label_path(tmp_path, nodata_hole):
-    """Without a confidence raster GDAL labels the classes; the polygons equal the ndimage-label path's."""
+def test_class_path_equals_label_path(tmp_path, nodata_hole, polygonizer):
+    """Without a confidence raster the class image is polygonized directly (run tracer or GDAL); the polygons equal the ndimage-label path's."""
     arr = ndimage.median_filter(np.random.default_rng(7).integers(0, 4, (150, 170)).astype(np.uint8), 3)
     if nodata_hole:
         arr[40:90, 30:33] = 255

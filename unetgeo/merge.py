@@ -15,6 +15,7 @@ fails the check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -166,18 +167,29 @@ class BorderMerge:
         batch is returned), so that no more than one chunk of merged outlines is held at a time.
         """
         out: list[PolygonBatch] = []
-        emit = emit or out.append
+        dissolve = self.close_row()
+        if dissolve is not None:
+            dissolve(emit or out.append)
+        return PolygonBatch.concat(out)
+
+    def close_row(self) -> Callable[[Callable[[PolygonBatch], None]], None] | None:
+        """End a block row; the dissolve of the objects it finished, to run on any thread (None: nothing finished).
+
+        The bookkeeping is done here, so the next row's blocks can be added while the returned
+        callable (``dissolve(emit)``, see :meth:`finish_row`) runs elsewhere; it holds only the
+        finished pieces.
+        """
         self.carry_ids, self.carry_cls = self._next_ids, self._next_cls
         n = len(self.pending)
         if not n:
-            return PolygonBatch.empty()
+            return None
         pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
         pi = np.searchsorted(self.gids, pairs)
         comp = components(n, pi[:, 0], pi[:, 1])
         open_ids = np.unique(self.carry_ids[self.carry_ids >= 0])
         done = ~np.isin(comp, np.unique(comp[np.searchsorted(self.gids, open_ids)]))
         if not done.any():
-            return PolygonBatch.empty()
+            return None
         finished = self.pending.take(done)
         keep = ~done
         self.pending, self.gids = self.pending.take(keep), self.gids[keep]
@@ -185,8 +197,7 @@ class BorderMerge:
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
         del pairs, pi
         self.n_merged += int((np.bincount(comp[done]) > 1).sum())
-        _merge_groups(finished, comp[done], self.steps, emit)
-        return PolygonBatch.concat(out)
+        return functools.partial(_merge_groups, finished, comp[done], self.steps)
 
     def close(self) -> None:
         """Check that nothing is left open (the last block row has no border below it)."""

@@ -473,22 +473,46 @@ def _totals(sink: _Sink, layer_ids: list[int]) -> tuple[dict[str, int], dict[str
     return counts, {sink.name(c): float(sink.area_m2.get(c, 0.0)) / 1e6 for c in all_ids}
 
 
+def _dissolved(dissolve: Any) -> list[PolygonBatch]:
+    """Run a row's dissolve (:meth:`BorderMerge.close_row`) on a worker thread: its merged batches."""
+    out: list[PolygonBatch] = []
+    dissolve(out.append)
+    return out
+
+
 def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merge: BorderMerge,
                 n_threads: int, bar: Any) -> int:
-    """Polygonize every block on ``n_threads`` threads, merging and writing in block order."""
+    """Polygonize every block on ``n_threads`` threads, merging and writing in block order.
+
+    The main thread does the bookkeeping of the border merge; the dissolve of the objects a block
+    row finishes goes to the pool like a block (so it overlaps the next row's blocks), and its
+    polygons are written, in row order, as soon as it is done.
+    """
     n_blocks = 0
     inflight: deque[tuple[bool, Future]] = deque()
+    merges: deque[Future] = deque()
+
+    def write_merged(wait: bool) -> None:
+        while merges and (wait or merges[0].done()):
+            for batch in merges.popleft().result():
+                sink.add(batch)
+            release_freed_memory()
+
+    def end_row() -> None:
+        dissolve = merge.close_row()
+        if dissolve is not None:
+            merges.append(pool.submit(_dissolved, dissolve))
 
     def drain_one() -> None:
         row_start, fut = inflight.popleft()
         if row_start and n_blocks > len(inflight) + 1:
-            merge.finish_row(sink.add)
-            release_freed_memory()
+            end_row()
         if row_start:
             merge.start_row()
         win, complete, pieces, edges = fut.result()
         sink.add(complete)
         merge.add_block(win, pieces, edges, grid.height)
+        write_merged(wait=len(merges) > 2)  # at most two rows' dissolves held
         if bar is not None:
             bar.update(1)
 
@@ -501,13 +525,14 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
                     drain_one()
             while inflight:
                 drain_one()
+            end_row()
+            write_merged(wait=True)
         except BaseException:
-            for _, f in inflight:
+            for f in [f for _, f in inflight] + list(merges):
                 f.cancel()
             raise
         finally:  # datasets opened through fsspec must be closed by the thread that opened them
             run_on_each_thread(pool, n_threads, job.close_thread)
-    merge.finish_row(sink.add)
     merge.close()
     return n_blocks
 
