@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
-from pyproj import CRS
 
 from unetgeo.grid import Grid
+from unetgeo.io.crs import crs_linear_unit
 
 #: metres per degree of latitude (used to turn metre tolerances into degrees).
 M_PER_DEG = 111_320.0
@@ -25,12 +25,12 @@ class AreaModel:
     """
 
     def __init__(self, grid: Grid):
-        crs = CRS.from_user_input(grid.crs_wkt)
-        self.geographic = bool(crs.is_geographic)
-        self.geod = crs.get_geod() if self.geographic else None
-        unit = 1.0
-        if not self.geographic and crs.axis_info:
-            unit = float(crs.axis_info[0].unit_conversion_factor or 1.0)
+        self.geographic, unit = crs_linear_unit(grid.crs_wkt)
+        self.geod = None
+        if self.geographic:
+            from pyproj import CRS
+
+            self.geod = CRS.from_user_input(grid.crs_wkt).get_geod()
         self.unit_m = unit
         a, _, _, _, e, _ = grid.transform
         self.pixel_m2 = abs(a * e) * unit * unit

@@ -83,8 +83,9 @@ def image_runs(coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _connect(start: np.ndarray, val: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
     """Segments of the lines between rows: ``(line key, end column, run above, run below)``; component of each run."""
-    below_keys = start[start >= w] - w  # breakpoints of row L+1, on line L
-    seg = np.union1d(start[start < (h - 1) * w], below_keys)
+    seg = np.concatenate([start[start < (h - 1) * w], start[start >= w] - w])  # rows L and L+1 on line L
+    seg.sort(kind="stable")  # two sorted runs: a merge
+    seg = seg[np.r_[True, seg[1:] != seg[:-1]]]
     line = seg // w
     xs = seg - line * w
     xe = np.r_[xs[1:], w]

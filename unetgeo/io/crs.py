@@ -25,6 +25,23 @@ def crs_is_geographic(wkt: str) -> bool:
     return bool(CRS.from_user_input(wkt).is_geographic)
 
 
+def crs_linear_unit(wkt: str) -> tuple[bool, float]:
+    """``(geographic, metres per CRS unit)`` of a CRS (1.0 for geographic ones), through GDAL's OSR.
+
+    rasterio's CRS is already loaded with the rasters; pyproj's import (70 ms) is left to the
+    geographic case, which needs its ellipsoid.
+    """
+    from rasterio.crs import CRS
+
+    c = CRS.from_user_input(wkt)
+    if c.is_geographic:
+        return True, 1.0
+    try:
+        return False, float(c.linear_units_factor[1] or 1.0)
+    except Exception:  # noqa: BLE001 - GDAL raises when the CRS declares no linear unit
+        return False, 1.0
+
+
 def crs_name(wkt: str | None) -> str:
     """A short name of a CRS for messages: ``EPSG:32633``, its name, ``a custom <method> CRS``,
     ``no CRS`` (empty or None) or ``an unparsable CRS``."""
