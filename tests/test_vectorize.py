@@ -499,3 +499,31 @@ def test_bad_acquired_time_is_refused(tmp_path):
     cu = write_raster(tmp_path / "c.tif", np.zeros((16, 16), np.uint8))
     with pytest.raises(InputError, match="acquired='yesterday'"):
         vectorize(cu, str(tmp_path / "p.gpkg"), acquired="yesterday")
+
+
+def test_confidence_statistics_equal_on_both_polygonizers(tmp_path, monkeypatch):
+    """mean_conf / max_conf per polygon: the run tracer's pixel map gives the ndimage-label path's values."""
+    rng = np.random.default_rng(11)
+    arr = ndimage.median_filter(rng.integers(0, 3, (120, 140)).astype(np.uint8), 5)
+    conf = rng.integers(30, 100, arr.shape).astype(np.uint8)
+    conf[10:20, 10:60] = 255  # confidence nodata: left out of the sums
+    cu, fu = write_raster(tmp_path / "c.tif", arr), write_raster(tmp_path / "f.tif", conf)
+    rows = {}
+    for mode in ("yes", "no"):
+        monkeypatch.setenv("UNETGEO_RUNS", mode)
+        res = vectorize(cu, str(tmp_path / f"{mode}.gpkg"), confidence_uri=fu, shapefile=False, block_px=32)
+        got = []
+        for layer in pyogrio.list_layers(res.out_uri)[:, 0]:
+            df = pyogrio.read_dataframe(res.out_uri, layer=layer)
+            got += [(layer, shapely.normalize(g).wkb, None if np.isnan(m) else round(m, 9), None if np.isnan(x) else int(x))
+                    for g, m, x in zip(df.geometry, df["mean_conf"], df["max_conf"], strict=True)]
+        rows[mode] = sorted(got)
+    assert rows["yes"] == rows["no"] and len(rows["yes"]) > 20
+    # one polygon checked by hand: the mean of its valid confidence pixels
+    lab, _ = ndimage.label(arr == arr[60, 70])
+    sel = (lab == lab[60, 70]) & (conf != 255)
+    df = pyogrio.read_dataframe(str(tmp_path / "yes.gpkg"), layer=f"class_{arr[60, 70]}")
+    x, y = T10 @ (70.5, 60.5)
+    hit = df[df.geometry.contains(shapely.Point(x, y))]
+    assert len(hit) == 1
+    assert hit["mean_conf"].iloc[0] == pytest.approx(conf[sel].mean()) and hit["max_conf"].iloc[0] == conf[sel].max()

@@ -4,16 +4,18 @@ Algorithm of :func:`vectorize` (memory bounded by the blocks in flight plus the 
 objects crossing the current block-row border, independent of the scene height):
 
 1. The class raster is cut into blocks of ``block_px`` (rounded up to its internal tiles). Worker
-   threads (``n_threads``) each read a block, label every class into 4-connected components
-   (``scipy.ndimage.label``), sum per component the pixel count and the confidence sum / count /
-   max (``np.bincount``, so merged statistics are exact) and polygonize the component image with
-   GDAL in *pixel* coordinates, which are exact integers (:func:`unetgeo.io.vector.polygonize_labels`,
-   GIL released). Nodata (255, or the raster's mask) is never a component.
+   threads (``n_threads``) each read a block and polygonize its ``class + 1`` image (0 = nodata,
+   the raster's mask or a skipped class; never a polygon) in *pixel* coordinates, which are exact
+   integers. A block of smooth objects (few runs of equal class per row) is traced from its row
+   runs in numpy (:func:`unetgeo.runs.polygonize_runs`); a fragmented one goes to GDAL's
+   polygonize, GIL released (:func:`unetgeo.io.vector.polygonize_labels`). A polygon's area is its
+   pixel count. With a confidence raster, the confidence sum / count / max of every polygon are
+   summed from its pixels (``np.bincount``, so merged statistics are exact).
 2. The main thread takes the blocks in order. A component that touches no internal block border
    is complete; the others go to :class:`unetgeo.merge.BorderMerge`, which joins the pieces that
    face each other across a border and, after each block row, dissolves the groups that can no
    longer grow, all in one numpy edge-cancelling pass (exact: the merged area must equal the
-   pixel count).
+   pixel count) that runs on the worker pool while the next row's blocks come in.
 3. Complete polygons are buffered and written in batches (:class:`_Sink`): to map coordinates,
    area from the pixel count (geodesic for geographic CRSs), ``min_area_m2`` filter, holes below
    ``fill_holes_m2`` filled, optional coverage simplification that keeps shared borders, then one
@@ -53,7 +55,7 @@ from unetgeo.io.vector import (
 )
 from unetgeo.merge import BlockEdges, BorderMerge, PolygonBatch, release_freed_memory
 from unetgeo.parallel import run_on_each_thread
-from unetgeo.runs import polygonize_runs, run_density
+from unetgeo.runs import RunPolygons, polygonize_runs, run_density
 
 log = logging.getLogger(__name__)
 
@@ -138,22 +140,29 @@ def label_block(
         inside = labels > 0
         labels[inside] += offset[cls[inside]]
     comp_class = np.concatenate([[0], np.repeat(present.astype(np.int64), ks)])
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    return labels, comp_class, counts, *confidence_stats(labels, n + 1, conf, conf_valid)
+
+
+def confidence_stats(labels: np.ndarray, n: int, conf: np.ndarray | None, conf_valid: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label ``0..n-1`` (0 = none): ``(conf_sum float64, conf_n int64, conf_max int64, -1 = none)``.
+
+    Args:
+        labels: ``(h, w)`` or flat integer labels; conf: the same shape (uint8 percent, 255 nodata) or None.
+    """
+    conf_max = np.full(n, -1, dtype=np.int64)
+    if conf is None:
+        return np.zeros(n), np.zeros(n, dtype=np.int64), conf_max
     flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)
-    conf_max = np.full(n + 1, -1, dtype=np.int64)
-    if conf is not None:
-        ok = (labels > 0) & (conf != NODATA)
-        if conf_valid is not None:
-            ok &= conf_valid
-        okf = ok.ravel()
-        lab_ok, val_ok = flat[okf], conf.ravel()[okf]
-        conf_sum = np.bincount(lab_ok, weights=val_ok.astype(np.float64), minlength=n + 1)
-        conf_n = np.bincount(lab_ok, minlength=n + 1)
-        np.maximum.at(conf_max, lab_ok, val_ok.astype(np.int64))
-    else:
-        conf_sum = np.zeros(n + 1)
-        conf_n = np.zeros(n + 1, dtype=np.int64)
-    return labels, comp_class, counts, conf_sum, conf_n, conf_max
+    ok = (flat > 0) & (conf.ravel() != NODATA)
+    if conf_valid is not None:
+        ok &= conf_valid.ravel()
+    lab_ok, val_ok = flat[ok], conf.ravel()[ok]
+    conf_sum = np.bincount(lab_ok, weights=val_ok.astype(np.float64), minlength=n)
+    conf_n = np.bincount(lab_ok, minlength=n)
+    np.maximum.at(conf_max, lab_ok, val_ok.astype(np.int64))
+    return conf_sum, conf_n, conf_max
 
 
 @dataclass(frozen=True)
@@ -183,9 +192,14 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, 
         mask &= cls != NODATA
     if job.keep is not None:
         mask &= np.isin(cls, job.keep)
-    if job.fr is None:
-        return _block_by_class(job, win, cls, mask)
-    cd, conf_valid = job.fr.read(win, bands=[1])
+    conf = job.fr.read(win, bands=[1]) if job.fr is not None else None
+    coded = _coded(cls, mask)
+    rp = polygonize_runs(coded, win.row_off, win.col_off) if _use_runs(coded) else None
+    if rp is not None:
+        return _block_from_runs(job, win, cls, rp, conf)
+    if conf is None:
+        return _block_by_class_gdal(job, win, cls, coded)
+    cd, conf_valid = conf
     labels, comp_class, counts, csum, cn, cmax = label_block(cls, mask, cd[0], conf_valid)
     touch = np.zeros(len(counts), dtype=bool)
     if win.row_off > 0:
@@ -246,18 +260,14 @@ def _use_runs(coded: np.ndarray) -> bool:
     return run_density(coded) <= RUNS_MAX_DENSITY
 
 
-def _block_by_class(job: _Job, win: Window, cls: np.ndarray, mask: np.ndarray
-                    ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
-    """:func:`_block` without a confidence raster: the components are the polygons of the class image.
+def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
+                     conf: tuple[np.ndarray, np.ndarray] | None) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+    """:func:`_block` from the run tracer's polygons (:func:`unetgeo.runs.polygonize_runs` of ``class + 1``).
 
-    The class image is ``class + 1`` (0 = masked). Sparse blocks are traced from their row runs
-    (:func:`unetgeo.runs.polygonize_runs`), which also says which polygon holds every border pixel;
-    the others (or where the run tracer's checks refuse a block) go to GDAL.
+    The tracer says which polygon holds every border pixel, and its pixel counts are the areas;
+    with a confidence raster ``conf`` (``(data, valid)``), the per-polygon statistics come from
+    its pixel map of polygon ids.
     """
-    coded = _coded(cls, mask)
-    rp = polygonize_runs(coded, win.row_off, win.col_off) if _use_runs(coded) else None
-    if rp is None:
-        return _block_by_class_gdal(job, win, cls, coded)
     h, n = win.height, len(rp.polygons)
     r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
     lines = (rp.row_pixels(0), rp.row_pixels(h - 1), rp.col_pixels(True, h), rp.col_pixels(False, h))
@@ -271,16 +281,20 @@ def _block_by_class(job: _Job, win: Window, cls: np.ndarray, mask: np.ndarray
     piece_of[:n][touch] = np.arange(int(touch.sum()))
     sides = [piece_of[line] if on else np.full(len(line), -1, dtype=np.int64)
              for line, on in zip(lines, inner, strict=True)]
+    if conf is None:
+        stats = (np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+    else:
+        ids = rp.pixel_polygons(h * win.width) + 1  # 0 = no polygon
+        stats = tuple(a[1:] for a in confidence_stats(ids, n + 1, conf[0][0], conf[1]))
     c64 = cls.astype(np.int64, copy=False)
-    i64 = np.zeros(n, dtype=np.int64)
-    allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, np.zeros(n), i64, np.full(n, -1, dtype=np.int64))
+    allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, *stats)
     edges = BlockEdges(sides[0], c64[0], sides[1], c64[-1], sides[2], c64[:, 0], sides[3], c64[:, -1])
     return win, allp.take(~touch), allp.take(touch), edges
 
 
 def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndarray
                          ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
-    """:func:`_block_by_class` through GDAL polygonize (no ``ndimage.label``).
+    """:func:`_block` without a confidence raster, through GDAL polygonize of ``coded`` (no ``ndimage.label``).
 
     A polygon's pixel count is its area (exact), it touches a block border where its bounds do,
     and the piece on each border pixel is found by a point-in-polygon query of one pixel per run
@@ -572,7 +586,7 @@ def vectorize(
     acquired: str | datetime | None = None,
     progress: bool = False,
     keep_classes: Sequence[int] | None = None,
-    block_px: int = 1024,
+    block_px: int = 2048,
     batch_size: int = 20_000,
     n_threads: int | None = None,
 ) -> VectorizeResult:
