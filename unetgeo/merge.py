@@ -221,7 +221,9 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
                   emit: Callable[[PolygonBatch], None]) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
-    The groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`).
+    The groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
+    smallest groups first; each chunk's pieces are let go once it is dissolved, so the largest
+    object (dissolved last) shares the memory with as few other pieces as possible.
     """
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
@@ -231,10 +233,13 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
     if single.any():
         g1 = group[single]
         emit(PolygonBatch(*(a[g1] for a in stats[:1]), p.geom[single], *(a[g1] for a in stats[1:])))
+        p.geom[single] = None
     multi = ~single
     nv = np.bincount(group[multi], weights=shapely.get_num_coordinates(p.geom[multi]), minlength=ng)
     chunk = np.zeros(ng, dtype=np.int64)
-    chunk[size > 1] = np.cumsum(nv[size > 1]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
+    many = np.flatnonzero(size > 1)
+    many = many[np.argsort(nv[many], kind="stable")]  # smallest first
+    chunk[many] = np.cumsum(nv[many]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
     for ch in np.unique(chunk[group[multi]]):
         sel = multi & (chunk[group] == ch)
         gids, local = np.unique(group[sel], return_inverse=True)
@@ -248,6 +253,7 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
                 parts = parts[np.argsort(shapely.area(parts))[::-1]]
             merged[i] = parts[0]
         del ok
+        p.geom[sel] = None
         emit(PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:])))
         del merged
 

@@ -500,7 +500,8 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
 
     The main thread does the bookkeeping of the border merge; the dissolve of the objects a block
     row finishes goes to the pool like a block (so it overlaps the next row's blocks), and its
-    polygons are written, in row order, as soon as it is done.
+    polygons are written, in row order, as soon as it is done. The last row's dissolve (all the
+    objects still open) runs in the main thread and hands each chunk to the sink as it goes.
     """
     n_blocks = 0
     inflight: deque[tuple[bool, Future]] = deque()
@@ -512,9 +513,14 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
                 sink.add(batch)
             release_freed_memory()
 
-    def end_row() -> None:
+    def end_row(last: bool = False) -> None:
         dissolve = merge.close_row()
-        if dissolve is not None:
+        if dissolve is None:
+            return
+        if last:  # every object still open, the scene-spanning ones too: straight to the sink, chunk by chunk
+            write_merged(wait=True)
+            dissolve(sink.add)
+        else:
             merges.append(pool.submit(_dissolved, dissolve))
 
     def drain_one() -> None:
@@ -539,8 +545,8 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
                     drain_one()
             while inflight:
                 drain_one()
-            end_row()
             write_merged(wait=True)
+            end_row(last=True)
         except BaseException:
             for f in [f for _, f in inflight] + list(merges):
                 f.cancel()
