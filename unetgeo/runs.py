@@ -8,9 +8,11 @@ has a few runs of equal value per row, so tracing the outlines from the runs cos
    segments, each with one run above and one below; equal non-zero values on both sides connect
    the two runs (they overlap by at least one pixel: 4-connectivity). Union by pointer jumping.
 3. **Edges**: every run has a left and a right unit edge; every segment whose two sides differ
-   carries the bottom edge of the run above and / or the top edge of the run below. Each edge is
-   oriented with its component on one side (shells come out counter-clockwise in ``(col, row)``,
-   holes clockwise, as :mod:`unetgeo.merge` expects).
+   carries the bottom edge of the run above and / or the top edge of the run below. Straight
+   stretches are one edge (a side continued by the next row's run of the same value; one run's
+   top or bottom across several segments), which leaves about 40 % fewer edges to link. Each
+   edge is oriented with its component on one side (shells come out counter-clockwise in
+   ``(col, row)``, holes clockwise, as :mod:`unetgeo.merge` expects).
 4. **Rings**: each edge is followed by the edge of its component that starts at its end; where
    two do (pixels of one component touching diagonally) the right turn keeps the diagonal
    pixels apart, as GDAL does. The cycles of that permutation are the rings (list ranking),
@@ -98,8 +100,35 @@ def _connect(start: np.ndarray, val: np.ndarray, h: int, w: int) -> tuple[np.nda
     return seg, line, xs, xe, ia, ib, comp
 
 
+def _stretches(n: int, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, last)`` positions of the stretches of ``0..n-1``; ``cut[i]``: a stretch starts at ``i + 1``."""
+    new = np.ones(n, dtype=bool)
+    new[1:] = cut
+    heads = np.flatnonzero(new)
+    return heads, (np.r_[heads[1:], n] - 1) if n else heads
+
+
+def _vertical(x: np.ndarray, row: np.ndarray, val: np.ndarray, pos: np.ndarray, h: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The side ``x`` (run starts or ends) of the positive runs as vertical stretches: ``(run of the top, top y, bottom y)``.
+
+    Runs of one value in consecutive rows with that side at the same column overlap (one object)
+    and their unit edges there are collinear with nothing else of that object at the shared
+    vertex, so each stretch is one edge.
+    """
+    idx = np.flatnonzero(pos)
+    o = idx[np.argsort(x[idx] * (h + 1) + row[idx], kind="stable")]
+    xo, ro, vo = x[o], row[o], val[o]
+    heads, tails = _stretches(len(o), (xo[1:] != xo[:-1]) | (ro[1:] != ro[:-1] + 1) | (vo[1:] != vo[:-1]))
+    return o[heads], ro[heads], ro[tails] + 1
+
+
 def _edges(start: np.ndarray, val: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Oriented boundary edges: ``(start xy (k, 2), end xy (k, 2), component (k,), component of each run)``."""
+    """Oriented boundary edges: ``(start xy (k, 2), end xy (k, 2), component (k,), component of each run)``.
+
+    Straight stretches are single edges: a run's side continued by the next row's run of the
+    same value, and a run's top or bottom over several segments of the line.
+    """
     n = len(start)
     row = start // w
     x0 = start - row * w
@@ -108,21 +137,24 @@ def _edges(start: np.ndarray, val: np.ndarray, h: int, w: int) -> tuple[np.ndarr
     if h > 1:
         seg, line, xs, xe, ia, ib, comp = _connect(start, val, h, w)
         diff = val[ia] != val[ib]
-        top = diff & (val[ib] > 0)  # top edge of the run below, left to right
-        bot = diff & (val[ia] > 0)  # bottom edge of the run above, right to left
+        t = np.flatnonzero(diff & (val[ib] > 0))  # top edge of the run below, left to right
+        th, tt = _stretches(len(t), (ib[t][1:] != ib[t][:-1]) | (t[1:] != t[:-1] + 1))
+        b = np.flatnonzero(diff & (val[ia] > 0))  # bottom edge of the run above, right to left
+        bh, bt = _stretches(len(b), (ia[b][1:] != ia[b][:-1]) | (b[1:] != b[:-1] + 1))
+        top_x0, top_x1, top_y, top_g = xs[t[th]], xe[t[tt]], line[t[th]] + 1, comp[ib[t[th]]]
+        bot_x0, bot_x1, bot_y, bot_g = xs[b[bh]], xe[b[bt]], line[b[bh]] + 1, comp[ia[b[bh]]]
     else:
         comp = np.arange(n)
-        line = xs = xe = ia = ib = np.zeros(0, dtype=np.int64)
-        top = bot = np.zeros(0, dtype=bool)
+        top_x0 = top_x1 = top_y = top_g = bot_x0 = bot_x1 = bot_y = bot_g = np.zeros(0, dtype=np.int64)
+    rr, rt, rb = _vertical(x1, row, val, pos, h)  # right sides, downwards
+    lr, lt, lb = _vertical(x0, row, val, pos, h)  # left sides, upwards
     first, last = pos & (row == 0), pos & (row == h - 1)
-    y1 = line + 1
-    sx = np.concatenate([x1[pos], x0[pos], xs[top], xe[bot], x0[first], x1[last]])
-    sy = np.concatenate([row[pos], row[pos] + 1, y1[top], y1[bot], np.zeros(first.sum(), np.int64),
-                         np.full(last.sum(), h, np.int64)])
-    ex = np.concatenate([x1[pos], x0[pos], xe[top], xs[bot], x1[first], x0[last]])
-    ey = np.concatenate([row[pos] + 1, row[pos], y1[top], y1[bot], np.zeros(first.sum(), np.int64),
-                         np.full(last.sum(), h, np.int64)])
-    g = np.concatenate([comp[pos], comp[pos], comp[ib[top]], comp[ia[bot]], comp[first], comp[last]])
+    nf, nl = int(first.sum()), int(last.sum())
+    sx = np.concatenate([x1[rr], x0[lr], top_x0, bot_x1, x0[first], x1[last]])
+    sy = np.concatenate([rt, lb, top_y, bot_y, np.zeros(nf, np.int64), np.full(nl, h, np.int64)])
+    ex = np.concatenate([x1[rr], x0[lr], top_x1, bot_x0, x1[first], x0[last]])
+    ey = np.concatenate([rb, lt, top_y, bot_y, np.zeros(nf, np.int64), np.full(nl, h, np.int64)])
+    g = np.concatenate([comp[rr], comp[lr], top_g, bot_g, comp[first], comp[last]])
     return np.stack([sx, sy], axis=1), np.stack([ex, ey], axis=1), g, comp
 
 
