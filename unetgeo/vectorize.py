@@ -216,9 +216,9 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, 
     is_piece = touch[ids]
     piece_of = np.full(len(counts), -1, dtype=np.int64)
     piece_of[ids[is_piece]] = np.arange(int(is_piece.sum()))
-    c64 = cls.astype(np.int64, copy=False)
-    edges = BlockEdges(piece_of[labels[0]], c64[0], piece_of[labels[-1]], c64[-1],
-                       piece_of[labels[:, 0]], c64[:, 0], piece_of[labels[:, -1]], c64[:, -1])
+    sides = _side_classes(cls)
+    edges = BlockEdges(piece_of[labels[0]], sides[0], piece_of[labels[-1]], sides[1],
+                       piece_of[labels[:, 0]], sides[2], piece_of[labels[:, -1]], sides[3])
     return win, allp.take(~is_piece), allp.take(is_piece), edges
 
 
@@ -241,11 +241,17 @@ def _line_pieces(coded: np.ndarray, centres: np.ndarray, tree: shapely.STRtree) 
     return run_piece[run]
 
 
+def _side_classes(cls: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Classes (int64) of a block's top, bottom, left and right pixels (only these are widened)."""
+    return tuple(np.asarray(a, dtype=np.int64) for a in (cls[0], cls[-1], cls[:, 0], cls[:, -1]))
+
+
 def _coded(cls: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Class + 1 where ``mask``, else 0 (uint8 stays uint8: its 255 is nodata, never in ``mask``)."""
-    if cls.dtype == np.uint8:
-        return np.where(mask, cls + np.uint8(1), np.uint8(0))
-    return np.where(mask, cls.astype(np.int32) + 1, 0)
+    coded = cls + np.uint8(1) if cls.dtype == np.uint8 else cls.astype(np.int32) + 1
+    if not mask.all():
+        coded[~mask] = 0
+    return coded
 
 
 def _use_runs(coded: np.ndarray) -> bool:
@@ -286,9 +292,9 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
     else:
         ids = rp.pixel_polygons(h * win.width) + 1  # 0 = no polygon
         stats = tuple(a[1:] for a in confidence_stats(ids, n + 1, conf[0][0], conf[1]))
-    c64 = cls.astype(np.int64, copy=False)
+    cs = _side_classes(cls)
     allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, *stats)
-    edges = BlockEdges(sides[0], c64[0], sides[1], c64[-1], sides[2], c64[:, 0], sides[3], c64[:, -1])
+    edges = BlockEdges(sides[0], cs[0], sides[1], cs[1], sides[2], cs[2], sides[3], cs[3])
     return win, allp.take(~touch), allp.take(touch), edges
 
 
@@ -311,13 +317,13 @@ def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndar
                         np.full(n, -1, dtype=np.int64))
     tree = shapely.STRtree(polys[touch])
     xs, ys = np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5
-    c64 = cls.astype(np.int64, copy=False)
+    cs = _side_classes(cls)
     sides = []
     for line, x, y, inner in ((coded[0], xs, r0 + 0.5, r0 > 0), (coded[-1], xs, r1 - 0.5, r1 < job.height),
                               (coded[:, 0], c0 + 0.5, ys, c0 > 0), (coded[:, -1], c1 - 0.5, ys, c1 < job.width)):
         centres = np.column_stack(np.broadcast_arrays(x, y))
         sides.append(_line_pieces(line, centres, tree) if inner else np.full(len(line), -1, dtype=np.int64))
-    edges = BlockEdges(sides[0], c64[0], sides[1], c64[-1], sides[2], c64[:, 0], sides[3], c64[:, -1])
+    edges = BlockEdges(sides[0], cs[0], sides[1], cs[1], sides[2], cs[2], sides[3], cs[3])
     return win, allp.take(~touch), allp.take(touch), edges
 
 
