@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -218,12 +219,14 @@ def _group_stats(p: PolygonBatch, group: np.ndarray, n_groups: int) -> tuple[np.
 
 
 def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
-                  emit: Callable[[PolygonBatch], None]) -> None:
+                  emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
     The groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
     smallest groups first; each chunk's pieces are let go once it is dissolved, so the largest
-    object (dissolved last) shares the memory with as few other pieces as possible.
+    object (dissolved last) shares the memory with as few other pieces as possible. With a
+    ``pool`` and no more than one chunk's vertices in all, the groups are split in two halves of
+    about equal vertex count, dissolved side by side (the temporaries stay within one chunk's).
     """
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
@@ -240,22 +243,33 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
     many = np.flatnonzero(size > 1)
     many = many[np.argsort(nv[many], kind="stable")]  # smallest first
     chunk[many] = np.cumsum(nv[many]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
+    if pool is not None and len(many) > 1 and nv.sum() <= CHUNK_VERTICES:
+        cum = np.cumsum(nv[many])  # two halves by vertices; the largest group ends the second
+        chunk[many] = cum > cum[-1] / 2
+        futures = [pool.submit(_dissolve_chunk, p, group, multi & (chunk[group] == ch), size, stats, steps)
+                   for ch in np.unique(chunk[many])]
+        for f in futures:
+            emit(f.result())
+        return
     for ch in np.unique(chunk[group[multi]]):
-        sel = multi & (chunk[group] == ch)
-        gids, local = np.unique(group[sel], return_inverse=True)
-        merged, ok = dissolve_groups(p.geom[sel], local, stats[1][gids], steps)
-        for i in np.flatnonzero(~ok):
-            g = gids[i]
-            log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[g])
-            parts = union_pixel_polygons(list(p.geom[group == g]))
-            if len(parts) != 1:
-                log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
-                parts = parts[np.argsort(shapely.area(parts))[::-1]]
-            merged[i] = parts[0]
-        del ok
-        p.geom[sel] = None
-        emit(PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:])))
-        del merged
+        emit(_dissolve_chunk(p, group, multi & (chunk[group] == ch), size, stats, steps))
+
+
+def _dissolve_chunk(p: PolygonBatch, group: np.ndarray, sel: np.ndarray, size: np.ndarray,
+                    stats: tuple[np.ndarray, ...], steps: tuple[int, int]) -> PolygonBatch:
+    """The merged polygons of the groups of the pieces ``sel`` (GEOS fallback per refused group); releases those pieces."""
+    gids, local = np.unique(group[sel], return_inverse=True)
+    merged, ok = dissolve_groups(p.geom[sel], local, stats[1][gids], steps)
+    for i in np.flatnonzero(~ok):
+        g = gids[i]
+        log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[g])
+        parts = union_pixel_polygons(list(p.geom[group == g]))
+        if len(parts) != 1:
+            log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
+            parts = parts[np.argsort(shapely.area(parts))[::-1]]
+        merged[i] = parts[0]
+    p.geom[sel] = None
+    return PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:]))
 
 
 # -- batched exact dissolve: cancel shared unit edges, relink the rest --------------------------

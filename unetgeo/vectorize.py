@@ -525,7 +525,13 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
             return
         if last:  # every object still open, the scene-spanning ones too: straight to the sink, chunk by chunk
             write_merged(wait=True)
-            dissolve(sink.add)
+
+            def add_now(batch: PolygonBatch) -> None:  # written while the other half still dissolves
+                sink.add(batch)  # coverage simplification works on what is buffered together: not then
+                if not sink.simplify_tol and sink.n_vertices >= SINK_VERTICES // 10:
+                    sink.flush()
+
+            dissolve(add_now, pool=pool)
         else:
             merges.append(pool.submit(_dissolved, dissolve))
 
