@@ -3,7 +3,7 @@
 :class:`BorderMerge` keeps the pieces of objects that touch an internal block border, the pairs
 of pieces that face each other across a border with the same class, and the piece ids on the
 border to the next block row. After each block row, the groups of pieces (connected components
-of the pairs graph, ``scipy.sparse.csgraph``) with no piece on that border are complete. All of
+of the pairs graph, :func:`unetgeo.merge_util.components`) with no piece on that border are complete. All of
 them are dissolved at once by :func:`dissolve_groups`, in numpy, without GEOS overlays: ring
 edges on block-border lines are split into unit edges, every unit edge whose reverse belongs to
 the same group is cancelled (a shared border), and the surviving stretches are relinked into
@@ -161,24 +161,13 @@ class BorderMerge:
         if m.any():
             self.pairs.append(np.unique(np.stack([ids_a[m], ids_b[m]], axis=1), axis=0))
 
-    def finish_row(self, emit: Callable[[PolygonBatch], None] | None = None) -> PolygonBatch:
-        """End a block row: the objects that can no longer grow, merged (pixel coordinates).
-
-        With ``emit``, they are handed to it chunk by chunk as they are dissolved (and an empty
-        batch is returned), so that no more than one chunk of merged outlines is held at a time.
-        """
-        out: list[PolygonBatch] = []
-        dissolve = self.close_row()
-        if dissolve is not None:
-            dissolve(emit or out.append)
-        return PolygonBatch.concat(out)
-
     def close_row(self) -> Callable[[Callable[[PolygonBatch], None]], None] | None:
         """End a block row; the dissolve of the objects it finished, to run on any thread (None: nothing finished).
 
         The bookkeeping is done here, so the next row's blocks can be added while the returned
-        callable (``dissolve(emit)``, see :meth:`finish_row`) runs elsewhere; it holds only the
-        finished pieces.
+        callable ``dissolve(emit, pool=None)`` runs elsewhere; it holds only the finished pieces
+        and hands the merged polygons (pixel coordinates) to ``emit`` chunk by chunk, so that no
+        more than one chunk of merged outlines is built at a time.
         """
         self.carry_ids, self.carry_cls = self._next_ids, self._next_cls
         n = len(self.pending)

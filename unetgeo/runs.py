@@ -52,9 +52,9 @@ class RunPolygons:
     width: int
 
     def pixel_polygons(self, n_pixels: int) -> np.ndarray:
-        """``(n_pixels,)`` polygon index of every pixel in flat order (-1 = value 0)."""
+        """``(n_pixels,)`` int32 polygon index of every pixel in flat order (-1 = value 0)."""
         lengths = np.diff(np.r_[self.run_start, n_pixels])
-        return np.repeat(self.run_poly, lengths)
+        return np.repeat(self.run_poly.astype(np.int32), lengths)
 
     def row_pixels(self, row: int) -> np.ndarray:
         """Polygon index of every pixel of image row ``row``."""

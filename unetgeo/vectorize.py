@@ -557,7 +557,6 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
                     drain_one()
             while inflight:
                 drain_one()
-            write_merged(wait=True)
             end_row(last=True)
         except BaseException:
             for f in [f for _, f in inflight] + list(merges):

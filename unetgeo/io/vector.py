@@ -229,12 +229,11 @@ def _raw_type(t: Any) -> Any:
     return pa.int64() if pa.types.is_timestamp(t) else t
 
 
-def arrow_column(values: np.ndarray, valid: np.ndarray | None = None, type: Any = None) -> Any:
+def arrow_column(values: np.ndarray, valid: np.ndarray | None = None) -> Any:
     """An Arrow array over a numeric numpy array (zero copy), null where ``valid`` is False.
 
     ``pa.array`` imports pandas (half a second) the first time it is called, whatever it is
     given; ``Array.from_buffers`` does not, so a GeoPackage-only run never loads pandas.
-    ``type`` reinterprets the 64-bit values (int64 ms since the epoch as a timestamp type).
     """
     import pyarrow as pa
 
@@ -242,8 +241,8 @@ def arrow_column(values: np.ndarray, valid: np.ndarray | None = None, type: Any 
     bitmap, nulls = None, 0
     if valid is not None and not valid.all():
         bitmap, nulls = pa.py_buffer(np.packbits(valid, bitorder="little")), int(len(valid) - valid.sum())
-    return pa.Array.from_buffers(_raw_type(type) if type is not None else pa.from_numpy_dtype(values.dtype),
-                                 len(values), [bitmap, pa.py_buffer(values)], null_count=nulls)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [bitmap, pa.py_buffer(values)],
+                                 null_count=nulls)
 
 
 def arrow_repeated(text: str, n: int) -> Any:
@@ -509,6 +508,7 @@ class _ArrowGpkg:
             raise poly._error(f"GPKG creation of {path}")
         self.srs = lib.OSRNewSpatialReference(crs_wkt.encode())
         self.layers: dict[str, int] = {}
+        self._time_formats: dict[str, bytes] | None = None
 
     @classmethod
     def create(cls, path: str, crs_wkt: str) -> _ArrowGpkg | None:
@@ -550,7 +550,9 @@ class _ArrowGpkg:
         """
         lib = self.lib
         layer = self._layer(name, schema)
-        formats = self._formats(schema)
+        if self._time_formats is None:
+            self._time_formats = self._formats(schema)
+        formats = self._time_formats
         opts = _strings("GEOMETRY_NAME=geometry")
         if lib.GDALDatasetStartTransaction(self.ds, 0):
             raise self.poly._error("StartTransaction")
