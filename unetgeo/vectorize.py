@@ -520,11 +520,12 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
             release_freed_memory()
 
     def end_row(last: bool = False) -> None:
+        if last:  # the earlier rows' dissolves are written first, whatever this row holds
+            write_merged(wait=True)
         dissolve = merge.close_row()
         if dissolve is None:
             return
         if last:  # every object still open, the scene-spanning ones too: straight to the sink, chunk by chunk
-            write_merged(wait=True)
 
             def add_now(batch: PolygonBatch) -> None:  # written while the other half still dissolves
                 sink.add(batch)  # coverage simplification works on what is buffered together: not then
@@ -558,6 +559,8 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
             while inflight:
                 drain_one()
             end_row(last=True)
+            if merges:  # a row's merged objects never written would be polygons silently lost
+                raise RuntimeError(f"{len(merges)} block-row dissolves left unwritten")
         except BaseException:
             for f in [f for _, f in inflight] + list(merges):
                 f.cancel()
