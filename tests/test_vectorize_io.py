@@ -87,8 +87,8 @@ def test_merge_output_in_small_chunks_is_the_same(tmp_path, monkeypatch):
     cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
     one = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
     calls = []
-    real = merge.dissolve_groups
-    monkeypatch.setattr(merge, "dissolve_groups", lambda *a: (calls.append(len(a[2])), real(*a))[1])
+    real = merge.dissolve_rings
+    monkeypatch.setattr(merge, "dissolve_rings", lambda *a: (calls.append(len(a[2])), real(*a))[1])
     monkeypatch.setattr(merge, "CHUNK_VERTICES", 60)
     many = vectorize(cu, str(tmp_path / "b.gpkg"), shapefile=False, block_px=32)
     assert one.n_merged == many.n_merged > 10 and len(calls) > 20

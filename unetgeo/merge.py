@@ -15,7 +15,6 @@ fails the check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -24,16 +23,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import shapely
 
+from unetgeo.dissolve import Rings, dissolve_rings
 from unetgeo.grid import Window
-from unetgeo.merge_util import (
-    assemble_polygons,
-    components,
-    list_rank,
-    next_in_ring,
-    not_collinear,
-    release_freed_memory,
-    ring_area2,
-)
+from unetgeo.merge_util import components, release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +56,8 @@ class PolygonBatch:
         return len(self.class_id)
 
     def take(self, idx: np.ndarray) -> PolygonBatch:
-        """Rows ``idx`` (int indices or bool mask)."""
-        return PolygonBatch(*(getattr(self, f.name)[idx] for f in fields(self)))
+        """Rows ``idx`` (int indices or bool mask), a batch of the same kind."""
+        return type(self)(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     @staticmethod
     def empty() -> PolygonBatch:
@@ -81,7 +73,25 @@ class PolygonBatch:
             return PolygonBatch.empty()
         if len(batches) == 1:
             return batches[0]
-        return PolygonBatch(*(np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(PolygonBatch)))
+        cat = Rings.concat if isinstance(batches[0].geom, Rings) else np.concatenate
+        return type(batches[0])(*((cat if f.name == "geom" else np.concatenate)([getattr(b, f.name) for b in batches])
+                                  for f in fields(PolygonBatch)))
+
+
+@dataclass
+class PieceBatch(PolygonBatch):
+    """Pieces of objects open at a block border: a :class:`PolygonBatch` whose ``geom`` is
+    :class:`unetgeo.dissolve.Rings` (8 bytes a vertex), since open pieces wait for the rows below
+    (a scene-spanning object's pieces wait to the last row). ``take`` takes a bool mask here.
+    """
+
+    geom: Rings
+
+    @staticmethod
+    def of(batch: PolygonBatch) -> PieceBatch:
+        """``batch`` with its outlines as rings."""
+        return PieceBatch(batch.class_id, Rings.from_polygons(batch.geom), batch.count, batch.conf_sum,
+                          batch.conf_n, batch.conf_max)
 
 
 @dataclass
@@ -111,8 +121,9 @@ class BorderMerge:
     def __init__(self, width: int, steps: tuple[int, int]):
         self.width = width
         self.steps = steps
-        self.pending = PolygonBatch.empty()
+        self.pending = PieceBatch.of(PolygonBatch.empty())
         self.gids = np.zeros(0, dtype=np.int64)  # global id of each pending piece, ascending
+        self._added: list[PieceBatch] = []  # this row's pieces, joined to pending at its end
         self.pairs: list[np.ndarray] = []  # (k, 2) gid pairs joined across borders
         self.next_gid = 0
         self.n_merged = 0
@@ -128,7 +139,7 @@ class BorderMerge:
         self._next_cls = np.zeros(self.width, dtype=np.int64)
         self._right = None
 
-    def add_block(self, win: Window, pieces: PolygonBatch, edges: BlockEdges, height: int) -> None:
+    def add_block(self, win: Window, pieces: PieceBatch, edges: BlockEdges, height: int) -> None:
         """Record the border-touching ``pieces`` of block ``win`` and join them to their neighbours.
 
         Args:
@@ -140,8 +151,7 @@ class BorderMerge:
         base = self.next_gid
         self.next_gid += len(pieces)
         if len(pieces):
-            self.pending = PolygonBatch.concat([self.pending, pieces])
-            self.gids = np.concatenate([self.gids, base + np.arange(len(pieces))])
+            self._added.append(pieces)
 
         def g(ids: np.ndarray) -> np.ndarray:
             return np.where(ids >= 0, ids + base, -1)
@@ -161,7 +171,7 @@ class BorderMerge:
         if m.any():
             self.pairs.append(np.unique(np.stack([ids_a[m], ids_b[m]], axis=1), axis=0))
 
-    def close_row(self) -> Callable[[Callable[[PolygonBatch], None]], None] | None:
+    def close_row(self) -> _RowDissolve | None:
         """End a block row; the dissolve of the objects it finished, to run on any thread (None: nothing finished).
 
         The bookkeeping is done here, so the next row's blocks can be added while the returned
@@ -170,6 +180,11 @@ class BorderMerge:
         more than one chunk of merged outlines is built at a time.
         """
         self.carry_ids, self.carry_cls = self._next_ids, self._next_cls
+        if self._added:
+            n_new = sum(len(b) for b in self._added)
+            self.gids = np.concatenate([self.gids, np.arange(self.next_gid - n_new, self.next_gid)])
+            self.pending = PieceBatch.concat([self.pending, *self._added])
+            self._added = []
         n = len(self.pending)
         if not n:
             return None
@@ -187,15 +202,15 @@ class BorderMerge:
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
         del pairs, pi
         self.n_merged += int((np.bincount(comp[done]) > 1).sum())
-        return functools.partial(_merge_groups, finished, comp[done], self.steps)
+        return _RowDissolve(finished, comp[done], self.steps)
 
     def close(self) -> None:
         """Check that nothing is left open (the last block row has no border below it)."""
-        if len(self.pending):
+        if len(self.pending) or self._added:
             raise RuntimeError(f"{len(self.pending)} polygon pieces left unmerged after the last block row")
 
 
-def _group_stats(p: PolygonBatch, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
+def _group_stats(p: PieceBatch, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
     """Per group: class, count, conf_sum, conf_n, conf_max (summed / maxed over its pieces)."""
     cls = np.zeros(n_groups, dtype=np.int64)
     cls[group] = p.class_id
@@ -207,16 +222,36 @@ def _group_stats(p: PolygonBatch, group: np.ndarray, n_groups: int) -> tuple[np.
     return cls, count, csum, cn, cmax
 
 
-def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
+class _RowDissolve:
+    """The dissolve of the objects a block row finished: ``dissolve(emit, pool=None)``, once.
+
+    It lets go of its pieces when called, so that :func:`_merge_groups` can free them chunk by chunk.
+    """
+
+    def __init__(self, pieces: PieceBatch, comp: np.ndarray, steps: tuple[int, int]):
+        self._pieces: PieceBatch | None = pieces
+        self._comp, self._steps = comp, steps
+
+    def __call__(self, emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
+        pieces, self._pieces = self._pieces, None
+        if pieces is None:
+            raise RuntimeError("a block row's dissolve ran twice")
+        _merge_groups([pieces], self._comp, self._steps, emit, pool)
+
+
+def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int],
                   emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
-    The groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
-    smallest groups first; each chunk's pieces are let go once it is dissolved, so the largest
-    object (dissolved last) shares the memory with as few other pieces as possible. With a
-    ``pool`` and no more than one chunk's vertices in all, the groups are split in two halves of
-    about equal vertex count, dissolved side by side (the temporaries stay within one chunk's).
+    ``held`` is a list of the one batch of pieces, emptied here so the pieces can be freed. The
+    groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
+    smallest groups first; the pieces are split into one batch per chunk, and each is let go once
+    it is dissolved, so the largest object (dissolved last) shares the memory with as few other
+    pieces as possible. With a ``pool`` and no more than one chunk's vertices in all, the groups
+    are split in two halves of about equal vertex count, dissolved side by side (the temporaries
+    stay within one chunk's).
     """
+    p = held.pop()
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
     stats = _group_stats(p, group, ng)
@@ -224,256 +259,63 @@ def _merge_groups(p: PolygonBatch, comp: np.ndarray, steps: tuple[int, int],
     single = size[group] == 1
     if single.any():
         g1 = group[single]
-        emit(PolygonBatch(*(a[g1] for a in stats[:1]), p.geom[single], *(a[g1] for a in stats[1:])))
-        p.geom[single] = None
+        emit(PolygonBatch(*(a[g1] for a in stats[:1]), p.geom.take(single).to_polygons(), *(a[g1] for a in stats[1:])))
     multi = ~single
-    nv = np.bincount(group[multi], weights=shapely.get_num_coordinates(p.geom[multi]), minlength=ng)
+    nv = np.bincount(group[multi], weights=p.geom.piece_vertices()[multi], minlength=ng)
     chunk = np.zeros(ng, dtype=np.int64)
     many = np.flatnonzero(size > 1)
     many = many[np.argsort(nv[many], kind="stable")]  # smallest first
     chunk[many] = np.cumsum(nv[many]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
-    if pool is not None and len(many) > 1 and nv.sum() <= CHUNK_VERTICES:
+    halves = pool is not None and len(many) > 1 and nv.sum() <= CHUNK_VERTICES
+    if halves:
         cum = np.cumsum(nv[many])  # two halves by vertices; the largest group ends the second
         chunk[many] = cum > cum[-1] / 2
-        futures = [pool.submit(_dissolve_chunk, p, group, multi & (chunk[group] == ch), size, stats, steps)
-                   for ch in np.unique(chunk[many])]
+    parts = [(group[sel], p.take(sel)) for ch in np.unique(chunk[group[multi]])
+             for sel in [multi & (chunk[group] == ch)]]
+    del p
+    parts.reverse()  # popped from the end: smallest groups first
+    if halves:
+        futures = []
+        while parts:
+            futures.append(pool.submit(_dissolve_chunk, [parts.pop()], size, stats, steps))
         for f in futures:
             emit(f.result())
         return
-    for ch in np.unique(chunk[group[multi]]):
-        emit(_dissolve_chunk(p, group, multi & (chunk[group] == ch), size, stats, steps))
+    while parts:
+        emit(_dissolve_chunk([parts.pop()], size, stats, steps))
+        release_freed_memory()
 
 
-def _dissolve_chunk(p: PolygonBatch, group: np.ndarray, sel: np.ndarray, size: np.ndarray,
-                    stats: tuple[np.ndarray, ...], steps: tuple[int, int]) -> PolygonBatch:
-    """The merged polygons of the groups of the pieces ``sel`` (GEOS fallback per refused group); releases those pieces."""
-    gids, local = np.unique(group[sel], return_inverse=True)
-    merged, ok = dissolve_groups(p.geom[sel], local, stats[1][gids], steps)
+def _dissolve_chunk(held: list[tuple[np.ndarray, PieceBatch]], size: np.ndarray, stats: tuple[np.ndarray, ...],
+                    steps: tuple[int, int]) -> PolygonBatch:
+    """The merged polygons of the groups of one chunk's pieces (GEOS fallback per refused group); frees the pieces.
+
+    Args:
+        held: a list of ``(group of each piece, pieces)``, emptied here.
+    """
+    group, p = held.pop()
+    gids, local = np.unique(group, return_inverse=True)
+    merged, ok = dissolve_rings(p.geom, local, stats[1][gids], steps)
     for i in np.flatnonzero(~ok):
-        g = gids[i]
-        log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[g])
-        parts = union_pixel_polygons(list(p.geom[group == g]))
+        log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[gids[i]])
+        parts = union_pixel_polygons(list(p.geom.take(local == i).to_polygons()))
         if len(parts) != 1:
             log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
             parts = parts[np.argsort(shapely.area(parts))[::-1]]
         merged[i] = parts[0]
-    p.geom[sel] = None
+    del p
     return PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:]))
-
-
-# -- batched exact dissolve: cancel shared unit edges, relink the rest --------------------------
-
-
-def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xy (m, 2) int32, ring of each vertex (m,) int32, polygon of each ring (r,))``; closing vertices dropped.
-
-    int32 (pixel coordinates and indices of a raster < 2**31 wide) halves the dissolve's memory.
-    """
-    rings, poly_of = shapely.get_rings(geoms, return_index=True)
-    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
-    del rings
-    keep = np.r_[ring_of[1:] == ring_of[:-1], False]
-    ring_of = ring_of[keep].astype(np.int32)
-    xy = np.rint(xy, out=xy).astype(np.int32)[keep]
-    return xy, ring_of, poly_of
-
-
-
-
-def _oriented(xy: np.ndarray, ring_of: np.ndarray, poly_of: np.ndarray) -> np.ndarray:
-    """``xy`` with every shell counter-clockwise and every hole clockwise (rings reversed in place)."""
-    is_shell = np.r_[True, poly_of[1:] != poly_of[:-1]]
-    flip = (ring_area2(xy, ring_of, len(poly_of)) > 0) != is_shell
-    if not flip.any():
-        return xy
-    start = np.r_[0, np.flatnonzero(ring_of[1:] != ring_of[:-1]) + 1]
-    length = np.diff(np.r_[start, len(ring_of)])
-    idx = np.arange(len(ring_of), dtype=ring_of.dtype)
-    s = start[ring_of].astype(ring_of.dtype)
-    return xy[np.where(flip[ring_of], 2 * s + length[ring_of] - 1 - idx, idx)]
-
-
-def _densified(xy: np.ndarray, ring_of: np.ndarray, steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Rings with a vertex at every integer point of their edges on block-border lines (the only shared ones)."""
-    d = xy[next_in_ring(ring_of)] - xy
-    on = ((d[:, 0] == 0) & (xy[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (xy[:, 1] % steps[0] == 0))
-    n = np.where(on, np.abs(d).sum(axis=1), 1).astype(xy.dtype)
-    sign = np.sign(d).astype(np.int8)
-    del d, on
-    seg = np.repeat(np.arange(len(xy), dtype=ring_of.dtype), n)
-    k = np.arange(seg.size, dtype=xy.dtype)
-    k -= np.repeat(np.cumsum(n, dtype=np.int64).astype(xy.dtype) - n, n)
-    out = xy[seg]
-    out += sign[seg] * k[:, None]
-    return out, ring_of[seg]
-
-
-def _pack(*cols: np.ndarray) -> np.ndarray:
-    """One int64 per row of non-negative integer columns, equal exactly where the rows are equal."""
-    key = np.zeros(len(cols[0]), dtype=np.int64)
-    span = 1
-    for c in cols:
-        m = int(c.max()) + 1 if len(c) else 1
-        if span * m >= 2**62:  # renumber the rows seen so far densely
-            key = np.unique(key, return_inverse=True)[1].astype(np.int64).ravel()
-            span = int(key.max()) + 1
-        key, span = key * m + c, span * m
-    return key
-
-
-def _vertex_keys(ga: np.ndarray, a: np.ndarray, gb: np.ndarray, b: np.ndarray,
-                 extra: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Comparable keys of ``(group, vertex[, code])`` for the groups ``ga``, ``gb`` and vertices ``a``, ``b`` (``(k, 2)``)."""
-    xy = np.concatenate([a, b])
-    xy = xy - xy.min(axis=0) if len(xy) else xy
-    cols = [np.concatenate([ga, gb]), xy[:, 0], xy[:, 1]]
-    if extra is not None:
-        cols.append(np.concatenate(extra))
-    key = _pack(*cols)
-    return key[: len(a)], key[len(a):]
-
-
-def _links(S: np.ndarray, E: np.ndarray, g: np.ndarray, ends: np.ndarray, starts: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """For each run-end edge, the run-start edge at its end vertex (right turn where two start there).
-
-    Returns:
-        ``(link (k,) edge index or -1, bad (k,) bool)``.
-    """
-    ks, ke = _vertex_keys(g[starts], S[starts], g[ends], E[ends])
-    order = np.argsort(ks, kind="stable")
-    lo = np.searchsorted(ks[order], ke, "left")
-    n = np.searchsorted(ks[order], ke, "right") - lo
-    link = np.full(len(ends), -1, dtype=np.int64)
-    one = n == 1
-    link[one] = starts[order[lo[one]]]
-    two = np.flatnonzero(n == 2)
-    if len(two):
-        din = np.sign(E[ends[two]] - S[ends[two]])
-        a, b = starts[order[lo[two]]], starts[order[lo[two] + 1]]
-        da, db = np.sign(E[a] - S[a]), np.sign(E[b] - S[b])
-        ra = din[:, 0] * da[:, 1] - din[:, 1] * da[:, 0] < 0
-        rb = din[:, 0] * db[:, 1] - din[:, 1] * db[:, 0] < 0
-        link[two[ra & ~rb]] = a[ra & ~rb]
-        link[two[rb & ~ra]] = b[rb & ~ra]
-    return link, link < 0
-
-
-def _cancel_shared(S: np.ndarray, E: np.ndarray, g: np.ndarray, steps: tuple[int, int]) -> np.ndarray:
-    """Bool per edge: a unit edge on a block-border line whose reverse is an edge of the same group."""
-    d = E - S
-    cand = np.flatnonzero(((d[:, 0] == 0) & (S[:, 0] % steps[1] == 0)) | ((d[:, 1] == 0) & (S[:, 1] % steps[0] == 0)))
-    code = np.select([d[cand, 0] == 1, d[cand, 1] == 1, d[cand, 0] == -1], [0, 1, 2], 3)
-    k_self, k_twin = _vertex_keys(g[cand], S[cand], g[cand], E[cand], (code, (code + 2) % 4))
-    cancel = np.zeros(len(S), dtype=bool)
-    cancel[cand[np.isin(k_twin, k_self)]] = True
-    return cancel
-
-
-
-def _relinked_rings(S: np.ndarray, E: np.ndarray, g: np.ndarray, ring_of: np.ndarray, cancel: np.ndarray,
-                    steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rings of the surviving edges: ``(vertex xy, ring of each vertex, group of each ring, bad groups' edges)``.
-
-    Stretches of surviving edges (runs) keep their order; a run ending where its next edge was
-    cancelled, or at a vertex where two surviving edges start (pixels touching diagonally), is
-    joined to the run starting at its end vertex (the right turn at such a vertex).
-    """
-    nxt = next_in_ring(ring_of)
-    prv = np.empty_like(nxt)
-    prv[nxt] = np.arange(len(nxt))
-    surv = np.flatnonzero(~cancel)
-    key = _vertex_keys(g[surv], S[surv], g[:0], S[:0])[0]
-    ko = np.argsort(key)
-    key = key[ko]
-    same = key[1:] == key[:-1]
-    del key
-    pinch = np.zeros(len(S), dtype=bool)
-    if same.any():  # pieces of one object touching diagonally (anywhere, also inside a block)
-        pinch[surv[ko[np.r_[same, False] | np.r_[False, same]]]] = True
-    del ko, same
-    surv = ~cancel
-    run_start = surv & (cancel[prv] | pinch)
-    run_end = surv & (cancel[nxt] | run_start[nxt])
-    ends, starts = np.flatnonzero(run_end), np.flatnonzero(run_start)
-    link, bad = _links(S, E, g, ends, starts)
-    broken = np.zeros(ring_of.max() + 1 if len(ring_of) else 0, dtype=bool)
-    broken[ring_of[starts]] = True
-    # runs, in ring order from each broken ring's first run start
-    first = np.full(len(broken), len(S), dtype=np.int64)
-    np.minimum.at(first, ring_of[starts], starts)
-    rstart = np.flatnonzero(np.r_[True, ring_of[1:] != ring_of[:-1]])
-    rlen = np.diff(np.r_[rstart, len(ring_of)])
-    idx = np.flatnonzero(surv & broken[ring_of]).astype(ring_of.dtype)
-    r = ring_of[idx]
-    rot = (idx - first[r].astype(idx.dtype)) % rlen[r].astype(idx.dtype)
-    idx = idx[np.lexsort((rot, r))]
-    del r, rot
-    run_of = np.cumsum(run_start[idx], dtype=idx.dtype) - 1
-    run_id = np.full(len(S), -1, dtype=idx.dtype)
-    run_id[idx] = run_of
-    n_runs = len(starts)
-    succ = np.arange(n_runs)
-    badg = np.unique(g[ends[bad]])
-    ok_end = ~bad & ~np.isin(g[ends], badg)
-    succ[run_id[ends[ok_end]]] = run_id[link[ok_end]]
-    if len(np.unique(succ)) != n_runs:  # two runs joined to one: refuse those groups
-        dup = np.flatnonzero(np.bincount(succ, minlength=n_runs) > 1)
-        badg = np.union1d(badg, g[starts[np.isin(run_id[starts], dup)]])
-        succ = np.where(np.isin(g[starts[np.argsort(run_id[starts])]], badg), np.arange(n_runs), succ)
-    cyc, pos = list_rank(succ)
-    run_of_cycle = cyc[run_of]
-    order = np.lexsort((pos[run_of], run_of_cycle))  # stable: ring order within a run
-    whole = np.flatnonzero(surv & ~broken[ring_of])
-    n_cyc = cyc.max() + 1 if n_runs else 0
-    xy = np.concatenate([S[idx[order]], S[whole]])
-    _, wr = np.unique(ring_of[whole], return_inverse=True)
-    ring = np.concatenate([run_of_cycle[order], n_cyc + wr.ravel()])
-    grp = np.concatenate([g[idx[order]], g[whole]])
-    return xy, ring, grp, badg
 
 
 def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, steps: tuple[int, int]
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Union of the pieces of many pixel objects at once, exactly, in numpy (no GEOS overlay).
-
-    Args:
-        pieces: ``(n,)`` pixel-edge polygons (integer ``(col, row)`` coordinates) from blocks whose
-            borders lie on multiples of ``steps`` (rows, cols); pieces of a group share edges only there.
-        group: ``(n,)`` group of each piece, ``0..k-1`` (one 4-connected object per group).
-        count: ``(k,)`` pixels of each group.
+    """:func:`unetgeo.dissolve.dissolve_rings` of shapely pieces (``(n,)`` pixel-edge polygons).
 
     Returns:
         ``(polygons (k,), ok (k,) bool)``: ok where the group came out as one polygon whose area
         equals its pixel count (the others are None, for the caller's fallback).
     """
-    k = len(count)
-    xy, ring_of, poly_of = _ring_coords(pieces)
-    xy = _oriented(xy, ring_of, poly_of)
-    xy, ring_of = _densified(xy, ring_of, steps)
-    S, E = xy, xy[next_in_ring(ring_of)]
-    g = group.astype(np.int32)[poly_of[ring_of]]
-    del xy
-    cancel = _cancel_shared(S, E, g, steps)
-    xy, ring, grp, badg = _relinked_rings(S, E, g, ring_of, cancel, steps)
-    del S, E, g, ring_of, cancel
-    order = np.argsort(ring, kind="stable")
-    xy, ring, grp = xy[order], ring[order], grp[order]
-    del order
-    keep = not_collinear(xy, ring)
-    xy, ring, grp = xy[keep], ring[keep], grp[keep]
-    del keep
-    ring = np.cumsum(np.r_[False, ring[1:] != ring[:-1]], dtype=np.int64)  # sorted: renumber densely
-    n_r = int(ring.max()) + 1 if len(ring) else 0
-    ring_grp = np.zeros(n_r, dtype=np.int64)
-    ring_grp[ring] = grp
-    nv = np.bincount(ring, minlength=n_r)
-    a2 = ring_area2(xy, ring, n_r)
-    shell = a2 > 0
-    ok = (np.bincount(ring_grp[shell], minlength=k) == 1) & (np.bincount(ring_grp, weights=a2, minlength=k) == 2 * count)
-    ok[badg] = False
-    ok &= np.bincount(ring_grp[nv < 3], minlength=k) == 0
-    return assemble_polygons(xy, ring, ring_grp, shell, ok), ok
+    return dissolve_rings(Rings.from_polygons(pieces), group, count, steps)
 
 
 # -- exact dissolve of one object's pieces (fallback) -----------------------------------------

@@ -53,7 +53,7 @@ from unetgeo.io.vector import (
     polygonize_labels,
     raw_times,
 )
-from unetgeo.merge import BlockEdges, BorderMerge, PolygonBatch, release_freed_memory
+from unetgeo.merge import BlockEdges, BorderMerge, PieceBatch, PolygonBatch, release_freed_memory
 from unetgeo.parallel import run_on_each_thread
 from unetgeo.runs import RunPolygons, polygonize_runs, run_density
 
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 NODATA = 255
 #: Vertices buffered before a write, whatever ``batch_size`` says (a few huge polygons are a batch too).
-SINK_VERTICES = 1_000_000
+SINK_VERTICES = 250_000
 #: Runs per pixel (sampled) above which a block goes to GDAL rather than the run tracer.
 RUNS_MAX_DENSITY = 0.012
 #: Attribute schema of every polygon (``geometry`` is WKB). Times are UTC.
@@ -183,7 +183,7 @@ class _Job:
             self.fr.close_thread()
 
 
-def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
     """Read, label and polygonize one block: ``(win, complete polygons, border pieces, edges)``."""
     data, valid = job.cr.read(win, bands=[1])
     cls = data[0]
@@ -219,7 +219,7 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PolygonBatch, 
     sides = _side_classes(cls)
     edges = BlockEdges(piece_of[labels[0]], sides[0], piece_of[labels[-1]], sides[1],
                        piece_of[labels[:, 0]], sides[2], piece_of[labels[:, -1]], sides[3])
-    return win, allp.take(~is_piece), allp.take(is_piece), edges
+    return win, allp.take(~is_piece), PieceBatch.of(allp.take(is_piece)), edges
 
 
 def _line_pieces(coded: np.ndarray, centres: np.ndarray, tree: shapely.STRtree) -> np.ndarray:
@@ -267,7 +267,7 @@ def _use_runs(coded: np.ndarray) -> bool:
 
 
 def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
-                     conf: tuple[np.ndarray, np.ndarray] | None) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+                     conf: tuple[np.ndarray, np.ndarray] | None) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
     """:func:`_block` from the run tracer's polygons (:func:`unetgeo.runs.polygonize_runs` of ``class + 1``).
 
     The tracer says which polygon holds every border pixel, and its pixel counts are the areas;
@@ -295,11 +295,11 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
     cs = _side_classes(cls)
     allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, *stats)
     edges = BlockEdges(sides[0], cs[0], sides[1], cs[1], sides[2], cs[2], sides[3], cs[3])
-    return win, allp.take(~touch), allp.take(touch), edges
+    return win, allp.take(~touch), PieceBatch.of(allp.take(touch)), edges
 
 
 def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndarray
-                         ) -> tuple[Window, PolygonBatch, PolygonBatch, BlockEdges]:
+                         ) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
     """:func:`_block` without a confidence raster, through GDAL polygonize of ``coded`` (no ``ndimage.label``).
 
     A polygon's pixel count is its area (exact), it touches a block border where its bounds do,
@@ -324,7 +324,7 @@ def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndar
         centres = np.column_stack(np.broadcast_arrays(x, y))
         sides.append(_line_pieces(line, centres, tree) if inner else np.full(len(line), -1, dtype=np.int64))
     edges = BlockEdges(sides[0], cs[0], sides[1], cs[1], sides[2], cs[2], sides[3], cs[3])
-    return win, allp.take(~touch), allp.take(touch), edges
+    return win, allp.take(~touch), PieceBatch.of(allp.take(touch)), edges
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -364,7 +364,8 @@ class _Sink:
         return self.names.get(int(class_id), f"class_{class_id}")
 
     def add(self, polys: PolygonBatch) -> None:
-        """Buffer ``polys``; write when ``batch`` polygons or :data:`SINK_VERTICES` vertices are buffered."""
+        """Buffer ``polys`` (taken over: their outlines are let go when written); write when ``batch``
+        polygons or :data:`SINK_VERTICES` vertices are buffered."""
         if len(polys):
             self.buf.append(polys)
             self.n_buffered += len(polys)
@@ -373,9 +374,15 @@ class _Sink:
                 self.flush()
 
     def flush(self) -> None:
-        """Write every buffered polygon."""
-        p = PolygonBatch.concat(self.buf)
-        self.buf, self.n_buffered, self.n_vertices = [], 0, 0
+        """Write every buffered polygon.
+
+        Each outline is held once at a time where it can be (a scene-spanning object can have
+        millions of vertices): the pixel outlines are let go once in map coordinates, and the
+        map outlines of each table once it is encoded; a polygon of more than a tenth of
+        :data:`SINK_VERTICES` vertices goes in a table of its own, whose WKB is not copied again.
+        """
+        buf, self.buf, self.n_buffered, self.n_vertices = self.buf, [], 0, 0
+        p = PolygonBatch.concat(buf)
         if not len(p):
             return
         geoms = p.geom
@@ -383,6 +390,10 @@ class _Sink:
             geoms = fill_holes(geoms, self.fill_holes_px)
         mg = self.area.to_map(geoms)
         count = shapely.area(geoms) if self.fill_holes_px > 0 else p.count
+        del geoms
+        for b in [p, *buf]:
+            b.geom[:] = None
+        del buf
         area = self.area.polygon_areas_m2(count, mg)
         keep = area >= self.min_area_m2
         if not keep.all():
@@ -395,10 +406,15 @@ class _Sink:
             mean_conf = np.where(p.conf_n > 0, p.conf_sum / np.maximum(p.conf_n, 1), np.nan)
         cols = {"geometry": mg, "area_m2": area, "perimeter_m": self.area.perimeters_m(mg),
                 "mean_conf": mean_conf, "max_conf": p.conf_max}
-        order = np.argsort(p.class_id, kind="stable")
-        cids, starts = np.unique(p.class_id[order], return_index=True)
-        for cid, sel in zip(cids.tolist(), np.split(order, starts[1:]), strict=True):
-            self.writer.write(self.name(cid), self._table(cid, {k: v[sel] for k, v in cols.items()}))
+        big = shapely.get_num_coordinates(mg) > SINK_VERTICES // 10
+        order = np.lexsort((np.where(big, np.arange(len(mg)), -1), p.class_id))
+        table_of = np.r_[True, (p.class_id[order][1:] != p.class_id[order][:-1]) | big[order][1:]]
+        for sel in np.split(order, np.flatnonzero(table_of)[1:]):
+            cid = int(p.class_id[sel[0]])
+            table = self._table(cid, {k: v[sel] for k, v in cols.items()})
+            mg[sel] = None  # encoded: only the WKB is held while GDAL writes it
+            self.writer.write(self.name(cid), table)
+            del table
             self.counts[cid] = self.counts.get(cid, 0) + len(sel)
             self.area_m2[cid] = self.area_m2.get(cid, 0.0) + float(area[sel].sum())
 
