@@ -30,7 +30,7 @@ from unetgeo.merge_util import components, release_freed_memory
 log = logging.getLogger(__name__)
 
 #: Vertices dissolved at once (groups are batched up to this; a larger group goes alone).
-CHUNK_VERTICES = 1_000_000
+CHUNK_VERTICES = 250_000
 
 @dataclass
 class PolygonBatch:
@@ -247,7 +247,7 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
     groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
     smallest groups first; the pieces are split into one batch per chunk, and each is let go once
     it is dissolved, so the largest object (dissolved last) shares the memory with as few other
-    pieces as possible. With a ``pool`` and no more than one chunk's vertices in all, the groups
+    pieces as possible. With a ``pool`` and no more than two chunks' vertices in all, the groups
     are split in two halves of about equal vertex count, dissolved side by side (the temporaries
     stay within one chunk's).
     """
@@ -266,7 +266,7 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
     many = np.flatnonzero(size > 1)
     many = many[np.argsort(nv[many], kind="stable")]  # smallest first
     chunk[many] = np.cumsum(nv[many]) // CHUNK_VERTICES  # bounds the temporaries of one dissolve
-    halves = pool is not None and len(many) > 1 and nv.sum() <= CHUNK_VERTICES
+    halves = pool is not None and len(many) > 1 and nv.sum() <= 2 * CHUNK_VERTICES
     if halves:
         cum = np.cumsum(nv[many])  # two halves by vertices; the largest group ends the second
         chunk[many] = cum > cum[-1] / 2
