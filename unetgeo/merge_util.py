@@ -1,9 +1,8 @@
-"""Helpers of :mod:`unetgeo.merge` and :mod:`unetgeo.runs`: connected components and ring arithmetic in numpy, giving freed heap memory back."""
+"""Helpers of :mod:`unetgeo.merge`, :mod:`unetgeo.dissolve` and :mod:`unetgeo.runs`: connected components and ring arithmetic in numpy, giving freed heap memory back."""
 
 from __future__ import annotations
 
 import numpy as np
-import shapely
 
 _LIBC: list = []
 
@@ -102,29 +101,4 @@ def not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
     return a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]  # the signs decide it: every edge is axis-parallel
 
 
-def assemble_polygons(xy: np.ndarray, ring: np.ndarray, ring_grp: np.ndarray, shell: np.ndarray,
-                      ok: np.ndarray) -> np.ndarray:
-    """One polygon per group from its rings: ``(k,)`` objects, None where ``ok`` (``(k,)`` bool) is False.
-
-    Args:
-        xy: ``(m, 2)`` vertices, ring by ring (``ring`` sorted, no closing vertex).
-        ring: ``(m,)`` dense ring id of each vertex.
-        ring_grp: group of each ring; shell: bool per ring (each ok group has exactly one).
-    """
-    out = np.full(len(ok), None, dtype=object)
-    if not ok.any():
-        return out
-    use = ok[ring_grp]
-    rorder = np.lexsort((~shell[use], ring_grp[use]))  # each group's shell first, then its holes
-    rid = np.flatnonzero(use)[rorder]
-    new = np.full(len(ring_grp), -1, dtype=np.int64)
-    new[rid] = np.arange(len(rid))
-    vsel = np.flatnonzero(use[ring])
-    vorder = vsel[np.argsort(new[ring[vsel]], kind="stable")]
-    rings = shapely.linearrings(xy[vorder].astype(np.float64), indices=new[ring[vorder]])
-    gids, gidx = np.unique(ring_grp[rid], return_inverse=True)
-    out[gids] = shapely.polygons(rings, indices=gidx.ravel())
-    return out
-
-
-__all__ = ["assemble_polygons", "components", "list_rank", "next_in_ring", "not_collinear", "release_freed_memory", "ring_area2"]
+__all__ = ["components", "list_rank", "next_in_ring", "not_collinear", "release_freed_memory", "ring_area2"]

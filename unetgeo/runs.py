@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unetgeo.merge_util import assemble_polygons, components, list_rank, not_collinear, ring_area2
+from unetgeo.dissolve import Rings
+from unetgeo.merge_util import components, list_rank, not_collinear, ring_area2
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class RunPolygons:
     """The polygons of a label image and where its runs went.
 
     Attributes:
-        polygons: ``(n,)`` shapely polygons, ``(col, row)`` pixel corners offset by the image's origin.
+        rings: the ``n`` polygons as int32 rings (:class:`unetgeo.dissolve.Rings`), ``(col, row)``
+            pixel corners offset by the image's origin.
         values: ``(n,)`` int64 label value of each polygon.
         counts: ``(n,)`` int64 pixels of each polygon (= its area).
         run_start: ``(m,)`` flat index (``row * width + col``) of the first pixel of every run.
@@ -44,12 +46,17 @@ class RunPolygons:
         width: image width.
     """
 
-    polygons: np.ndarray
+    rings: Rings
     values: np.ndarray
     counts: np.ndarray
     run_start: np.ndarray
     run_poly: np.ndarray
     width: int
+
+    @property
+    def polygons(self) -> np.ndarray:
+        """``(n,)`` shapely polygons."""
+        return self.rings.to_polygons()
 
     def pixel_polygons(self, n_pixels: int) -> np.ndarray:
         """``(n_pixels,)`` int32 polygon index of every pixel in flat order (-1 = value 0)."""
@@ -206,7 +213,7 @@ def polygonize_runs(coded: np.ndarray, row_off: int = 0, col_off: int = 0) -> Ru
     values = np.zeros(k, dtype=np.int64)
     values[run_poly[pos]] = val[pos]
     if not k:
-        return RunPolygons(np.zeros(0, dtype=object), values, counts, start, run_poly, w)
+        return RunPolygons(Rings.empty(), values, counts, start, run_poly, w)
     g = np.searchsorted(comps, g)  # dense polygon ids
     succ = _successors(S, E, g, h, w)
     if succ is None:
@@ -229,8 +236,13 @@ def polygonize_runs(coded: np.ndarray, row_off: int = 0, col_off: int = 0) -> Ru
           & (np.bincount(ring_grp[nvert < 4], minlength=k) == 0))
     if not ok.all():
         return None
-    polys = assemble_polygons(xy + np.array([col_off, row_off]), ring, ring_grp, shell, ok)
-    return RunPolygons(polys, values, counts, start, run_poly, w)
+    rorder = np.lexsort((~shell, ring_grp))  # polygon by polygon, each shell first
+    rlen = nvert[rorder]
+    src = np.cumsum(nvert) - nvert
+    idx = np.arange(len(xy)) - np.repeat(np.cumsum(rlen) - rlen - src[rorder], rlen)
+    xy = (xy[idx] + np.array([col_off, row_off])).astype(np.int32)
+    rings = Rings(xy, rlen.astype(np.int64), np.bincount(ring_grp, minlength=k).astype(np.int64))
+    return RunPolygons(rings, values, counts, start, run_poly, w)
 
 
 def run_density(coded: np.ndarray, sample_rows: int = 16) -> float:

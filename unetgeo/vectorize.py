@@ -274,7 +274,7 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
     with a confidence raster ``conf`` (``(data, valid)``), the per-polygon statistics come from
     its pixel map of polygon ids.
     """
-    h, n = win.height, len(rp.polygons)
+    h, n = win.height, len(rp.rings)
     r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
     lines = (rp.row_pixels(0), rp.row_pixels(h - 1), rp.col_pixels(True, h), rp.col_pixels(False, h))
     inner = (r0 > 0, r1 < job.height, c0 > 0, c1 < job.width)
@@ -293,9 +293,11 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
         ids = rp.pixel_polygons(h * win.width) + 1  # 0 = no polygon
         stats = tuple(a[1:] for a in confidence_stats(ids, n + 1, conf[0][0], conf[1]))
     cs = _side_classes(cls)
-    allp = PolygonBatch(rp.values - 1, rp.polygons, rp.counts, *stats)
+    cols = (rp.counts, *stats)
+    whole = PolygonBatch(rp.values[~touch] - 1, rp.rings.take(~touch).to_polygons(), *(a[~touch] for a in cols))
+    pieces = PieceBatch(rp.values[touch] - 1, rp.rings.take(touch), *(a[touch] for a in cols))
     edges = BlockEdges(sides[0], cs[0], sides[1], cs[1], sides[2], cs[2], sides[3], cs[3])
-    return win, allp.take(~touch), PieceBatch.of(allp.take(touch)), edges
+    return win, whole, pieces, edges
 
 
 def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndarray
