@@ -3,14 +3,14 @@
 :class:`BorderMerge` keeps the pieces of objects that touch an internal block border, the pairs
 of pieces that face each other across a border with the same class, and the piece ids on the
 border to the next block row. After each block row, the groups of pieces (connected components
-of the pairs graph, :func:`unetgeo.merge_util.components`) with no piece on that border are complete. All of
-them are dissolved at once by :func:`dissolve_groups`, in numpy, without GEOS overlays: ring
-edges on block-border lines are split into unit edges, every unit edge whose reverse belongs to
-the same group is cancelled (a shared border), and the surviving stretches are relinked into
-rings (right turn where pieces of one object touch diagonally); holes need no point-in-polygon
-test because a group has exactly one shell. Each group's pixel count, confidence sum / count /
-max are summed. Every merged polygon's area is checked against its pixel count; a group that
-fails the check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
+of the pairs graph, :func:`unetgeo.merge_util.components`) with no piece on that border are complete. Open
+pieces are held as compact int32 rings (:class:`PieceBatch`, :class:`unetgeo.dissolve.Rings`).
+All the complete groups are dissolved at once, chunk by chunk (:data:`CHUNK_VERTICES`), by
+:func:`unetgeo.dissolve.dissolve_rings`, in numpy, without GEOS overlays: shared unit edges on
+block-border lines cancel and the surviving stretches of ring are relinked (right turn where
+pieces of one object touch diagonally). Each group's pixel count, confidence sum / count / max are
+summed. Every merged polygon's area is checked against its pixel count; a group that fails the
+check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 """
 
 from __future__ import annotations
