@@ -195,9 +195,12 @@ class BorderMerge:
         done = ~np.isin(comp, np.unique(comp[np.searchsorted(self.gids, open_ids)]))
         if not done.any():
             return None
-        finished = self.pending.take(done)
         keep = ~done
-        self.pending, self.gids = self.pending.take(keep), self.gids[keep]
+        if keep.any():
+            finished, self.pending = self.pending.take(done), self.pending.take(keep)
+        else:  # everything finished (the last row): no copy
+            finished, self.pending = self.pending, PieceBatch.of(PolygonBatch.empty())
+        self.gids = self.gids[keep]
         kept_pairs = keep[pi].all(axis=1) if len(pi) else np.zeros(0, dtype=bool)
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
         del pairs, pi
