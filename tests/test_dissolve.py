@@ -40,3 +40,23 @@ def test_dissolve_rings_joins_pieces_cut_by_block_lines_and_refuses_a_wrong_coun
     assert out[1].equals(shapely.box(20, 20, 22, 22))
     out, ok = dissolve_rings(Rings.from_polygons(pieces), group, np.array([41, 4]), (3, 4))
     assert list(ok) == [False, True] and out[0] is None
+
+
+def test_rings_wkb_is_geos_wkb_of_the_map_polygons(monkeypatch):
+    """The WKB written straight from rings is byte for byte GEOS's of the same polygons in map coordinates."""
+    import unetgeo.io.wkb as wkb
+    from unetgeo.area import AreaModel
+    from unetgeo.grid import Grid
+
+    polys = np.array([_square_with_hole(0, 0), shapely.box(10, 0, 13, 2), _square_with_hole(20, 5, True)], dtype=object)
+    r = Rings.from_polygons(polys)
+    transform = (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    grid = Grid(height=40, width=40, transform=transform, crs_wkt="EPSG:32633")
+    want = AreaModel(grid).to_map(r.to_polygons())
+    for chunk in (1 << 18, 3, 1):  # chunk borders inside rings, on closing vertices, between polygons
+        monkeypatch.setattr(wkb, "CHUNK", chunk)
+        arr, perimeter = wkb.rings_wkb(r.xy, r.ring_len, r.piece_rings, transform)
+        assert [a.as_py() for a in arr] == list(shapely.to_wkb(want))
+        np.testing.assert_allclose(perimeter, shapely.length(want), rtol=1e-12)
+    arr, perimeter = wkb.rings_wkb(*(a[:0] for a in (r.xy, r.ring_len, r.piece_rings)), transform)
+    assert len(arr) == 0 and len(perimeter) == 0

@@ -76,7 +76,7 @@ def test_gpkg_writer_leaves_nothing_on_error(tmp_path, monkeypatch):
     def boom(self, *a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(vec._Sink, "_table", boom)
+    monkeypatch.setattr(vec._Sink, "_write", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         vectorize(cu, str(tmp_path / "p.gpkg"), shapefile=False, block_px=32)
     assert not list(tmp_path.glob("p.gpkg*"))
@@ -87,8 +87,8 @@ def test_merge_output_in_small_chunks_is_the_same(tmp_path, monkeypatch):
     cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
     one = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
     calls = []
-    real = merge.dissolve_rings
-    monkeypatch.setattr(merge, "dissolve_rings", lambda *a: (calls.append(len(a[2])), real(*a))[1])
+    real = merge.dissolve_to_rings
+    monkeypatch.setattr(merge, "dissolve_to_rings", lambda *a: (calls.append(len(a[2])), real(*a))[1])
     monkeypatch.setattr(merge, "CHUNK_VERTICES", 60)
     many = vectorize(cu, str(tmp_path / "b.gpkg"), shapefile=False, block_px=32)
     assert one.n_merged == many.n_merged > 10 and len(calls) > 20

@@ -353,6 +353,15 @@ def dissolve_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps: t
         ``(polygons (k,), ok (k,) bool)``: ok where the object came out as one polygon whose area
         equals its pixel count (the others are None, for the caller's fallback).
     """
+    merged, ok = dissolve_to_rings(pieces, group, count, steps)
+    out = np.full(len(count), None, dtype=object)
+    out[ok] = merged.to_polygons()
+    return out, ok
+
+
+def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps: tuple[int, int]
+                      ) -> tuple[Rings, np.ndarray]:
+    """:func:`dissolve_rings` with the merged objects as rings: ``(Rings of the ok objects in order, ok)``."""
     k = len(count)
     g_ring = np.repeat(np.asarray(group, dtype=np.int64), pieces.piece_rings)
     xy, ring_len, edges, code = _densified(pieces.xy, pieces.ring_len, steps)
@@ -407,11 +416,8 @@ def dissolve_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps: t
         keep_ring = ~np.isin(ogrp, short)
         oxy = oxy[np.repeat(keep_ring, oring_len)]
         oring_len, ogrp = oring_len[keep_ring], ogrp[keep_ring]
-    out = np.full(k, None, dtype=object)
-    if len(ogrp):
-        gids, n_rings = np.unique(ogrp, return_counts=True)
-        out[gids] = _polygons(oxy, oring_len, n_rings)
-    return out, ok
+    n_rings = np.bincount(ogrp, minlength=k)[ok] if len(ogrp) else np.zeros(int(ok.sum()), dtype=np.int64)
+    return Rings(oxy, oring_len.astype(np.int64), n_rings.astype(np.int64)), ok
 
 
 def _successors(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs) -> tuple[np.ndarray, np.ndarray]:
@@ -468,4 +474,4 @@ def _drop_collinear(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     return xy[keep], ring_len - np.bincount(r[coll], minlength=len(ring_len))
 
 
-__all__ = ["Rings", "dissolve_rings"]
+__all__ = ["Rings", "dissolve_rings", "dissolve_to_rings"]

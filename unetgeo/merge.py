@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import shapely
 
-from unetgeo.dissolve import Rings, dissolve_rings
+from unetgeo.dissolve import Rings, dissolve_rings, dissolve_to_rings
 from unetgeo.grid import Window
 from unetgeo.merge_util import components, release_freed_memory
 
@@ -243,7 +243,7 @@ class _RowDissolve:
 
 
 def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int],
-                  emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
+                  emit: Callable[[PieceBatch], None], pool: Executor | None = None) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
     ``held`` is a list of the one batch of pieces, emptied here so the pieces can be freed. The
@@ -262,7 +262,7 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
     single = size[group] == 1
     if single.any():
         g1 = group[single]
-        emit(PolygonBatch(*(a[g1] for a in stats[:1]), p.geom.take(single).to_polygons(), *(a[g1] for a in stats[1:])))
+        emit(PieceBatch(*(a[g1] for a in stats[:1]), p.geom.take(single), *(a[g1] for a in stats[1:])))
     multi = ~single
     nv = np.bincount(group[multi], weights=p.geom.piece_vertices()[multi], minlength=ng)
     chunk = np.zeros(ng, dtype=np.int64)
@@ -290,24 +290,27 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
 
 
 def _dissolve_chunk(held: list[tuple[np.ndarray, PieceBatch]], size: np.ndarray, stats: tuple[np.ndarray, ...],
-                    steps: tuple[int, int]) -> PolygonBatch:
-    """The merged polygons of the groups of one chunk's pieces (GEOS fallback per refused group); frees the pieces.
+                    steps: tuple[int, int]) -> PieceBatch:
+    """The merged objects (as rings) of the groups of one chunk's pieces, GEOS fallback per refused group; frees the pieces.
 
     Args:
         held: a list of ``(group of each piece, pieces)``, emptied here.
     """
     group, p = held.pop()
     gids, local = np.unique(group, return_inverse=True)
-    merged, ok = dissolve_rings(p.geom, local, stats[1][gids], steps)
+    merged, ok = dissolve_to_rings(p.geom, local, stats[1][gids], steps)
+    fallback = []
     for i in np.flatnonzero(~ok):
         log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[gids[i]])
         parts = union_pixel_polygons(list(p.geom.take(local == i).to_polygons()))
         if len(parts) != 1:
             log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
             parts = parts[np.argsort(shapely.area(parts))[::-1]]
-        merged[i] = parts[0]
+        fallback.append(parts[0])
     del p
-    return PolygonBatch(stats[0][gids], merged, *(a[gids] for a in stats[1:]))
+    order = np.r_[gids[ok], gids[~ok]]
+    rings = Rings.concat([merged, Rings.from_polygons(np.array(fallback, dtype=object))])
+    return PieceBatch(stats[0][order], rings, *(a[order] for a in stats[1:]))
 
 
 def dissolve_groups(pieces: np.ndarray, group: np.ndarray, count: np.ndarray, steps: tuple[int, int]

@@ -40,6 +40,7 @@ import pyarrow as pa
 import shapely
 
 from unetgeo.area import AreaModel
+from unetgeo.dissolve import Rings
 from unetgeo.errors import InputError
 from unetgeo.grid import Grid, Window, align_up, same_grid
 from unetgeo.io.cog import read_class_info, read_tags
@@ -53,6 +54,7 @@ from unetgeo.io.vector import (
     polygonize_labels,
     raw_times,
 )
+from unetgeo.io.wkb import rings_wkb
 from unetgeo.merge import BlockEdges, BorderMerge, PieceBatch, PolygonBatch, release_freed_memory
 from unetgeo.parallel import run_on_each_thread
 from unetgeo.runs import RunPolygons, polygonize_runs, run_density
@@ -367,23 +369,44 @@ class _Sink:
 
     def add(self, polys: PolygonBatch) -> None:
         """Buffer ``polys`` (taken over: their outlines are let go when written); write when ``batch``
-        polygons or :data:`SINK_VERTICES` vertices are buffered."""
+        polygons or :data:`SINK_VERTICES` vertices are buffered.
+
+        Merged objects come as :class:`unetgeo.merge.PieceBatch` (int32 rings): without hole
+        filling, simplification or a geographic CRS they are encoded straight from the rings
+        (:func:`unetgeo.io.wkb.rings_wkb`), never as GEOS geometries.
+        """
         if len(polys):
             self.buf.append(polys)
             self.n_buffered += len(polys)
-            self.n_vertices += int(shapely.get_num_coordinates(polys.geom).sum())
+            g = polys.geom
+            self.n_vertices += (g.n_vertices + len(g.ring_len) if isinstance(g, Rings)
+                                else int(shapely.get_num_coordinates(g).sum()))
             if self.n_buffered >= self.batch or self.n_vertices >= SINK_VERTICES:
                 self.flush()
 
     def flush(self) -> None:
-        """Write every buffered polygon.
-
-        Each outline is held once at a time where it can be (a scene-spanning object can have
-        millions of vertices): the pixel outlines are let go once in map coordinates, and the
-        map outlines of each table once it is encoded; a polygon of more than a tenth of
-        :data:`SINK_VERTICES` vertices goes in a table of its own, whose WKB is not copied again.
-        """
+        """Write every buffered polygon."""
         buf, self.buf, self.n_buffered, self.n_vertices = self.buf, [], 0, 0
+        direct = not (self.fill_holes_px > 0 or self.simplify_tol > 0 or self.area.geographic)
+        rings = [b for b in buf if isinstance(b.geom, Rings)]
+        geos = [b for b in buf if not isinstance(b.geom, Rings)]
+        del buf
+        if not direct:  # these need GEOS geometries
+            geos += [PolygonBatch(b.class_id, b.geom.to_polygons(), b.count, b.conf_sum, b.conf_n, b.conf_max)
+                     for b in rings]
+            rings = []
+        self._flush_geos(geos)
+        if rings:
+            self._flush_rings(PolygonBatch.concat(rings))
+
+    def _flush_geos(self, buf: list[PolygonBatch]) -> None:
+        """Write shapely polygons (pixel coordinates).
+
+        Each outline is held once at a time where it can be: the pixel outlines are let go once
+        in map coordinates, and the map outlines of each table once it is encoded; a polygon of
+        more than a tenth of :data:`SINK_VERTICES` vertices goes in a table of its own, whose WKB
+        is not copied again.
+        """
         p = PolygonBatch.concat(buf)
         if not len(p):
             return
@@ -404,23 +427,31 @@ class _Sink:
             return
         if self.simplify_tol > 0:  # shared borders stay shared; edges to other batches stay exact
             mg = shapely.coverage_simplify(mg, self.simplify_tol, simplify_boundary=False)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_conf = np.where(p.conf_n > 0, p.conf_sum / np.maximum(p.conf_n, 1), np.nan)
-        cols = {"geometry": mg, "area_m2": area, "perimeter_m": self.area.perimeters_m(mg),
-                "mean_conf": mean_conf, "max_conf": p.conf_max}
+        cols = {"area_m2": area, "perimeter_m": self.area.perimeters_m(mg), **_confidence(p)}
         big = shapely.get_num_coordinates(mg) > SINK_VERTICES // 10
         order = np.lexsort((np.where(big, np.arange(len(mg)), -1), p.class_id))
         table_of = np.r_[True, (p.class_id[order][1:] != p.class_id[order][:-1]) | big[order][1:]]
         for sel in np.split(order, np.flatnonzero(table_of)[1:]):
-            cid = int(p.class_id[sel[0]])
-            table = self._table(cid, {k: v[sel] for k, v in cols.items()})
+            wkb = arrow_wkb(mg[sel])
             mg[sel] = None  # encoded: only the WKB is held while GDAL writes it
-            self.writer.write(self.name(cid), table)
-            del table
-            self.counts[cid] = self.counts.get(cid, 0) + len(sel)
-            self.area_m2[cid] = self.area_m2.get(cid, 0.0) + float(area[sel].sum())
+            self._write(int(p.class_id[sel[0]]), {k: v[sel] for k, v in cols.items()}, wkb)
 
-    def _table(self, cid: int, c: dict[str, np.ndarray]) -> pa.Table:
+    def _flush_rings(self, p: PolygonBatch) -> None:
+        """Write merged objects held as rings (projected CRS, nothing to fill or simplify)."""
+        area = self.area.polygon_areas_m2(p.count, None)
+        keep = area >= self.min_area_m2
+        if not keep.all():
+            p, area = p.take(keep), area[keep]
+        cols = {"area_m2": area, **_confidence(p)}
+        for cid in np.unique(p.class_id).tolist():
+            sel = p.class_id == cid
+            r = p.geom.take(sel) if not sel.all() else p.geom
+            wkb, perimeter = rings_wkb(r.xy, r.ring_len, r.piece_rings, self.area.grid.transform)
+            del r
+            self._write(cid, {"perimeter_m": perimeter * self.area.unit_m, **{k: v[sel] for k, v in cols.items()}}, wkb)
+
+    def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any) -> None:
+        """Append one table of class ``cid`` (columns ``c``, WKB geometries) to the outputs."""
         n = len(c["area_m2"])
         has_conf = c["max_conf"] >= 0
         arrays = {
@@ -435,7 +466,18 @@ class _Sink:
             "acquired": raw_times(n, self.meta["acquired"]),  # int64 ms: see PolygonWriter.write
             "created": raw_times(n, self.meta["created"]),
         }
-        return pa.table({**arrays, "geometry": arrow_wkb(c["geometry"])})
+        table = pa.table({**arrays, "geometry": wkb})
+        del wkb
+        self.writer.write(self.name(cid), table)
+        self.counts[cid] = self.counts.get(cid, 0) + n
+        self.area_m2[cid] = self.area_m2.get(cid, 0.0) + float(c["area_m2"].sum())
+
+
+def _confidence(p: PolygonBatch) -> dict[str, np.ndarray]:
+    """``mean_conf`` (NaN without values) and ``max_conf`` columns of ``p``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(p.conf_n > 0, p.conf_sum / np.maximum(p.conf_n, 1), np.nan)
+    return {"mean_conf": mean_conf, "max_conf": p.conf_max}
 
 
 # -- the stage ------------------------------------------------------------------------------------

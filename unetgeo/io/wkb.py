@@ -1,0 +1,89 @@
+"""WKB of polygons held as integer pixel rings, written straight into one buffer (no GEOS geometries).
+
+A scene-spanning object can have millions of vertices. Through GEOS its outline would be held
+three times on the way out (pixel polygon, map polygon, and GEOS's growing WKB buffer, about
+twice the WKB's size); here the map coordinates are computed a chunk of vertices at a time and
+stored directly at their place in the WKB, so the only per-vertex memory is the output itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Vertices converted at once.
+CHUNK = 1 << 18
+
+
+def _put_u32(buf: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    """Little-endian uint32 ``values`` at byte offsets ``at`` of ``buf`` (any alignment)."""
+    v = np.asarray(values, dtype=np.uint32)
+    for i in range(4):
+        buf[at + i] = (v >> np.uint32(8 * i)) & np.uint32(0xFF)
+
+
+def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
+              transform: tuple[float, ...]) -> tuple[Any, np.ndarray]:
+    """Arrow WKB of polygons given as rings in pixel coordinates, and their planar perimeters.
+
+    Args:
+        xy: ``(m, 2)`` integer ``(col, row)`` vertices ring by ring, no closing vertex.
+        ring_len: ``(r,)`` vertices of each ring; piece_rings: ``(n,)`` rings of each polygon, shell first.
+        transform: affine ``(a, b, c, d, e, f)``: ``x = a*col + b*row + c``, ``y = d*col + e*row + f``.
+
+    Returns:
+        ``(pyarrow binary array (n,), perimeter (n,) float64 in map units)``; the coordinates are
+        the same doubles as :meth:`unetgeo.area.AreaModel.to_map` gives.
+    """
+    import pyarrow as pa
+
+    a, b, c, d, e, f = (float(t) for t in transform[:6])
+    n, r = len(piece_rings), len(ring_len)
+    npts = np.asarray(ring_len, dtype=np.int64) + 1  # with the closing vertex
+    first_ring = np.cumsum(piece_rings) - piece_rings
+    ring_bytes = 4 + 16 * npts
+    poly_bytes = 9 + (np.add.reduceat(ring_bytes, first_ring) if r else np.zeros(n, dtype=np.int64))
+    poly_off = np.r_[0, np.cumsum(poly_bytes)].astype(np.int64)
+    buf = np.zeros(int(poly_off[-1]), dtype=np.uint8)
+    perimeter = np.zeros(n)
+    if not n:
+        return pa.array([], type=pa.binary()), perimeter
+    buf[poly_off[:-1]] = 1  # little endian
+    _put_u32(buf, poly_off[:-1] + 1, np.full(n, 3))  # Polygon
+    _put_u32(buf, poly_off[:-1] + 5, piece_rings)
+    ring_poly = np.repeat(np.arange(n), piece_rings)
+    before = np.cumsum(ring_bytes) - ring_bytes
+    ring_off = poly_off[ring_poly] + 9 + before - before[first_ring][ring_poly]
+    _put_u32(buf, ring_off, npts)
+    coord_off = ring_off + 4  # byte offset of each ring's first x
+    rstart = np.cumsum(ring_len) - ring_len
+    entry_end = np.cumsum(npts)  # closed-ring entries (vertices and closing vertices), ring by ring
+    total = int(entry_end[-1]) if r else 0
+    views = {}
+    for lo in range(0, total, CHUNK):
+        hi = min(total, lo + CHUNK + 1)  # one entry of overlap for the edge lengths
+        ent = np.arange(lo, hi)
+        ring = np.searchsorted(entry_end, ent, "right")
+        k = ent - (entry_end[ring] - npts[ring])
+        src = rstart[ring] + np.where(k < npts[ring] - 1, k, 0)
+        col, row = xy[src, 0].astype(np.float64), xy[src, 1].astype(np.float64)
+        x, y = a * col + b * row + c, d * col + e * row + f
+        seg = ring[1:] == ring[:-1]  # consecutive entries of one ring: an edge
+        np.add.at(perimeter, ring_poly[ring[:-1][seg]], np.hypot(np.diff(x)[seg], np.diff(y)[seg]))
+        keep = slice(0, min(CHUNK, hi - lo))
+        dst = coord_off[ring[keep]] + 16 * k[keep]
+        for q in np.unique(dst % 8).tolist():
+            view = views.get(q)
+            if view is None:
+                view = views[q] = np.ndarray(((len(buf) - q) // 8,), dtype="<f8", buffer=buf, offset=q)
+            m = dst % 8 == q
+            at = (dst[m] - q) // 8
+            view[at] = x[keep][m]
+            view[at + 1] = y[keep][m]
+    kind, dt = (pa.binary(), np.int32) if len(buf) < 2**31 else (pa.large_binary(), np.int64)
+    arr = pa.Array.from_buffers(kind, n, [None, pa.py_buffer(poly_off.astype(dt)), pa.py_buffer(buf)])
+    return arr, perimeter
+
+
+__all__ = ["rings_wkb"]
