@@ -397,7 +397,7 @@ class _Sink:
             rings = []
         self._flush_geos(geos)
         if rings:
-            self._flush_rings(PolygonBatch.concat(rings))
+            self._flush_rings(rings)
 
     def _flush_geos(self, buf: list[PolygonBatch]) -> None:
         """Write shapely polygons (pixel coordinates).
@@ -436,19 +436,28 @@ class _Sink:
             mg[sel] = None  # encoded: only the WKB is held while GDAL writes it
             self._write(int(p.class_id[sel[0]]), {k: v[sel] for k, v in cols.items()}, wkb)
 
-    def _flush_rings(self, p: PolygonBatch) -> None:
-        """Write merged objects held as rings (projected CRS, nothing to fill or simplify)."""
+    def _flush_rings(self, buf: list[PolygonBatch]) -> None:
+        """Write merged objects held as rings (projected CRS, nothing to fill or simplify).
+
+        The rings are split by class and the batches' own rings let go first, so that while GDAL
+        writes a class only its WKB and the rings of the classes still to come are held.
+        """
+        p = PolygonBatch.concat(buf)
         area = self.area.polygon_areas_m2(p.count, None)
         keep = area >= self.min_area_m2
-        if not keep.all():
-            p, area = p.take(keep), area[keep]
-        cols = {"area_m2": area, **_confidence(p)}
-        for cid in np.unique(p.class_id).tolist():
-            sel = p.class_id == cid
-            r = p.geom.take(sel) if not sel.all() else p.geom
+        cids = np.unique(p.class_id[keep]).tolist()
+        one = len(cids) == 1 and keep.all()
+        parts = [(cid, q, q.geom) for cid in cids for q in [p if one else p.take(keep & (p.class_id == cid))]]
+        for b in [p, *buf, *(q for _, q, _ in parts)]:
+            b.geom = Rings.empty()
+        del p, buf
+        parts.reverse()
+        while parts:
+            cid, q, r = parts.pop()
             wkb, perimeter = rings_wkb(r.xy, r.ring_len, r.piece_rings, self.area.grid.transform)
             del r
-            self._write(cid, {"perimeter_m": perimeter * self.area.unit_m, **{k: v[sel] for k, v in cols.items()}}, wkb)
+            self._write(cid, {"area_m2": self.area.polygon_areas_m2(q.count, None),
+                              "perimeter_m": perimeter * self.area.unit_m, **_confidence(q)}, wkb)
 
     def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any) -> None:
         """Append one table of class ``cid`` (columns ``c``, WKB geometries) to the outputs."""
