@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +20,19 @@ class Measured:
     rss_mib: float
 
 
+#: ``python -S -c _LAUNCHER REPORT CMD...``: run CMD, write "wall_s cpu_s maxrss_KiB" of it to REPORT,
+#: exit with its status. Its own image is a bare interpreter, so CMD's maxrss starts near zero.
+_LAUNCHER = """import os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[2:])
+_, status, ru = os.wait4(p.pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured_full(
     cmd: list[str], env: dict | None = None, cpus: Sequence[int] | None = None, nice: int = 0
 ) -> Measured:
@@ -29,6 +42,12 @@ def run_measured_full(
     machine for its duration, so that it measures the tools rather than the load. Linux shares
     the CPUs fairly between sessions ("autogroups") before it looks at thread counts or process
     niceness, so the child gets a session of its own whose autogroup niceness is set too.
+
+    The child is started by a tiny launcher process (:data:`_LAUNCHER`), which times it and reads
+    its rusage. Measured straight from here, a child's peak RSS would be at least this process's
+    own peak: Linux carries the ``maxrss`` of the memory image a process replaces across ``exec``,
+    and a vfork'd or forked child's image is ours (a benchmark that generated a big input in
+    process reported that as the tool's peak).
     """
 
     def pre() -> None:
@@ -43,17 +62,15 @@ def run_measured_full(
                 pass  # no autogroups here: plain niceness below is what counts
             os.nice(nice)
 
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=pre if (cpus or nice) else None)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rep:  # a file: a chatty child cannot block
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, rep.name, *cmd], env={**os.environ, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=err, preexec_fn=pre if (cpus or nice) else None)
+        proc.wait()
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
-    return Measured(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0)
+        wall, cpu, maxrss_kib = (float(v) for v in rep.read().split())
+    return Measured(wall, cpu, maxrss_kib / 1024.0)
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
