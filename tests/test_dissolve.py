@@ -60,3 +60,15 @@ def test_rings_wkb_is_geos_wkb_of_the_map_polygons(monkeypatch):
         np.testing.assert_allclose(perimeter, shapely.length(want), rtol=1e-12)
     arr, perimeter = wkb.rings_wkb(*(a[:0] for a in (r.xy, r.ring_len, r.piece_rings)), transform)
     assert len(arr) == 0 and len(perimeter) == 0
+
+
+def test_rings_split_by_key_keeps_each_polygon_whole():
+    polys = np.array([shapely.box(0, 0, 2, 3), shapely.box(5, 5, 9, 9).difference(shapely.box(6, 6, 7, 7)),
+                      shapely.box(10, 0, 11, 1), shapely.box(20, 20, 23, 21)], dtype=object)
+    rings = Rings.from_polygons(polys)
+    parts = rings.split(np.array([2, 0, -1, 2]))
+    assert sorted(parts) == [0, 2]
+    assert shapely.equals(parts[0].to_polygons(), polys[[1]]).all()
+    assert shapely.equals(parts[2].to_polygons(), polys[[0, 3]]).all()
+    assert parts[0].ring_len.tolist() == [4, 4] and parts[2].n_vertices == 8
+    assert rings.split(np.full(4, -1)) == {}

@@ -89,6 +89,23 @@ class Rings:
         rsel = np.repeat(sel, self.piece_rings)
         return Rings(self.xy[np.repeat(rsel, self.ring_len)], self.ring_len[rsel], self.piece_rings[sel])
 
+    def split(self, key: np.ndarray) -> dict[int, Rings]:
+        """``{k: the polygons whose key is k}`` (``key``: one int a polygon; negative: left out), each a copy."""
+        order = np.argsort(key, kind="stable")
+        order = order[key[order] >= 0]
+        ks = key[order]
+        rings = _ranges((np.cumsum(self.piece_rings) - self.piece_rings)[order], self.piece_rings[order])
+        ring_len = self.ring_len[rings]
+        xy = self.xy[_ranges((np.cumsum(self.ring_len) - self.ring_len)[rings], ring_len)]
+        del rings
+        piece_rings = self.piece_rings[order]
+        uniq, first = np.unique(ks, return_index=True)
+        p_cut = np.r_[first, len(ks)]
+        r_cut = np.r_[0, np.cumsum(piece_rings)][p_cut]
+        v_cut = np.r_[0, np.cumsum(ring_len)][r_cut]
+        return {int(k): Rings(xy[v_cut[i]:v_cut[i + 1]].copy(), ring_len[r_cut[i]:r_cut[i + 1]].copy(),
+                              piece_rings[p_cut[i]:p_cut[i + 1]].copy()) for i, k in enumerate(uniq)}
+
     @staticmethod
     def concat(parts: Sequence[Rings]) -> Rings:
         parts = [p for p in parts if len(p)]
@@ -100,6 +117,11 @@ class Rings:
     def to_polygons(self) -> np.ndarray:
         """``(n,)`` shapely polygons."""
         return _polygons(self.xy, self.ring_len, self.piece_rings)
+
+
+def _ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``start[i], start[i] + 1, ..., start[i] + length[i] - 1`` for every ``i``, in one int64 array."""
+    return np.repeat(start - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
 
 
 def _reversed(xy: np.ndarray, ring_len: np.ndarray, flip: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, fields
 
@@ -121,7 +121,7 @@ class BorderMerge:
     def __init__(self, width: int, steps: tuple[int, int]):
         self.width = width
         self.steps = steps
-        self.pending = PieceBatch.of(PolygonBatch.empty())
+        self.pending: list[PieceBatch] = []  # open pieces, one batch per block row (never concatenated)
         self.gids = np.zeros(0, dtype=np.int64)  # global id of each pending piece, ascending
         self._added: list[PieceBatch] = []  # this row's pieces, joined to pending at its end
         self.pairs: list[np.ndarray] = []  # (k, 2) gid pairs joined across borders
@@ -183,9 +183,9 @@ class BorderMerge:
         if self._added:
             n_new = sum(len(b) for b in self._added)
             self.gids = np.concatenate([self.gids, np.arange(self.next_gid - n_new, self.next_gid)])
-            self.pending = PieceBatch.concat([self.pending, *self._added])
+            self.pending.append(PieceBatch.concat(self._added))  # one copy of this row's pieces only
             self._added = []
-        n = len(self.pending)
+        n = sum(len(b) for b in self.pending)
         if not n:
             return None
         pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
@@ -196,10 +196,7 @@ class BorderMerge:
         if not done.any():
             return None
         keep = ~done
-        if keep.any():
-            finished, self.pending = self.pending.take(done), self.pending.take(keep)
-        else:  # everything finished (the last row): no copy
-            finished, self.pending = self.pending, PieceBatch.of(PolygonBatch.empty())
+        finished, self.pending = _split_batches(self.pending, done)
         self.gids = self.gids[keep]
         kept_pairs = keep[pi].all(axis=1) if len(pi) else np.zeros(0, dtype=bool)
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
@@ -209,62 +206,104 @@ class BorderMerge:
 
     def close(self) -> None:
         """Check that nothing is left open (the last block row has no border below it)."""
-        if len(self.pending) or self._added:
-            raise RuntimeError(f"{len(self.pending)} polygon pieces left unmerged after the last block row")
+        n = sum(len(b) for b in self.pending)
+        if n or self._added:
+            raise RuntimeError(f"{n} polygon pieces left unmerged after the last block row")
 
 
-def _group_stats(p: PieceBatch, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
-    """Per group: class, count, conf_sum, conf_n, conf_max (summed / maxed over its pieces)."""
+def _each_batch(batches: list[PieceBatch], per_piece: np.ndarray) -> Iterator[tuple[PieceBatch, np.ndarray]]:
+    """``(batch, its part of per_piece)`` for each of ``batches`` in order, emptying the list as it goes
+    (so each batch can be freed once the caller is done with it)."""
+    off = 0
+    batches.reverse()
+    while batches:
+        b = batches.pop()
+        yield b, per_piece[off:off + len(b)]
+        off += len(b)
+        del b
+
+
+def _split_batches(batches: list[PieceBatch], sel: np.ndarray) -> tuple[list[PieceBatch], list[PieceBatch]]:
+    """``(pieces where sel, the others)`` of ``batches`` (emptied here), batch by batch.
+
+    A batch wholly on one side moves without a copy; a split batch is let go once both of its
+    parts are taken, so no more than one batch is held twice.
+    """
+    yes: list[PieceBatch] = []
+    no: list[PieceBatch] = []
+    for b, m in _each_batch(batches, sel):
+        if m.all() or not m.any():
+            (yes if m.all() else no).append(b)
+        else:
+            yes.append(b.take(m))
+            no.append(b.take(~m))
+    return yes, no
+
+
+def _group_stats(batches: Sequence[PieceBatch], group: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
+    """Per group: class, count, conf_sum, conf_n, conf_max (summed / maxed over its pieces, in ``batches``)."""
+
+    def col(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches])
+
     cls = np.zeros(n_groups, dtype=np.int64)
-    cls[group] = p.class_id
-    count = np.bincount(group, weights=p.count, minlength=n_groups).astype(np.int64)
-    csum = np.bincount(group, weights=p.conf_sum, minlength=n_groups)
-    cn = np.bincount(group, weights=p.conf_n, minlength=n_groups).astype(np.int64)
+    cls[group] = col("class_id")
+    count = np.bincount(group, weights=col("count"), minlength=n_groups).astype(np.int64)
+    csum = np.bincount(group, weights=col("conf_sum"), minlength=n_groups)
+    cn = np.bincount(group, weights=col("conf_n"), minlength=n_groups).astype(np.int64)
     cmax = np.full(n_groups, -1, dtype=np.int64)
-    np.maximum.at(cmax, group, p.conf_max)
+    np.maximum.at(cmax, group, col("conf_max"))
     return cls, count, csum, cn, cmax
 
 
 class _RowDissolve:
     """The dissolve of the objects a block row finished: ``dissolve(emit, pool=None)``, once.
 
-    It lets go of its pieces when called, so that :func:`_merge_groups` can free them chunk by chunk.
+    It lets go of its pieces when called, so that :func:`_merge_groups` can free them batch by batch.
     """
 
-    def __init__(self, pieces: PieceBatch, comp: np.ndarray, steps: tuple[int, int]):
-        self._pieces: PieceBatch | None = pieces
+    def __init__(self, pieces: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int]):
+        self._pieces: list[PieceBatch] | None = pieces
         self._comp, self._steps = comp, steps
 
     def __call__(self, emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
         pieces, self._pieces = self._pieces, None
         if pieces is None:
             raise RuntimeError("a block row's dissolve ran twice")
-        _merge_groups([pieces], self._comp, self._steps, emit, pool)
+        _merge_groups(pieces, self._comp, self._steps, emit, pool)
+
+
+def _chunk_rings(held: list[PieceBatch], key: np.ndarray) -> dict[int, list[Rings]]:
+    """The rings of the pieces of ``held`` (emptied here) by ``key`` (one int a piece, -1: dropped), batch by batch."""
+    out: dict[int, list[Rings]] = {}
+    for b, k in _each_batch(held, key):
+        for v, rings in b.geom.split(k).items():
+            out.setdefault(v, []).append(rings)
+    return out
 
 
 def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int],
                   emit: Callable[[PieceBatch], None], pool: Executor | None = None) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
-    ``held`` is a list of the one batch of pieces, emptied here so the pieces can be freed. The
-    groups of one piece go first, then the others chunk by chunk (:data:`CHUNK_VERTICES`),
-    smallest groups first; the pieces are split into one batch per chunk, and each is let go once
-    it is dissolved, so the largest object (dissolved last) shares the memory with as few other
+    ``held`` is a list of batches of pieces (in ``comp``'s order), emptied here so the pieces can
+    be freed. The groups of one piece go first, then the others chunk by chunk
+    (:data:`CHUNK_VERTICES`), smallest groups first. The batches are cut into one set of rings
+    per chunk a batch at a time, each batch let go once cut, and each chunk let go once it is
+    dissolved, so the largest object (dissolved last) shares the memory with as few other
     pieces as possible. With a ``pool`` and no more than two chunks' vertices in all, the groups
     are split in two halves of about equal vertex count, dissolved side by side (the temporaries
     stay within one chunk's).
     """
-    p = held.pop()
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
-    stats = _group_stats(p, group, ng)
+    stats = _group_stats(held, group, ng)
     size = np.bincount(group, minlength=ng)
     single = size[group] == 1
-    if single.any():
-        g1 = group[single]
-        emit(PieceBatch(*(a[g1] for a in stats[:1]), p.geom.take(single), *(a[g1] for a in stats[1:])))
     multi = ~single
-    nv = np.bincount(group[multi], weights=p.geom.piece_vertices()[multi], minlength=ng)
+    pv = np.concatenate([b.geom.piece_vertices() for b in held])
+    nv = np.bincount(group[multi], weights=pv[multi], minlength=ng)
+    del pv
     chunk = np.zeros(ng, dtype=np.int64)
     many = np.flatnonzero(size > 1)
     many = many[np.argsort(nv[many], kind="stable")]  # smallest first
@@ -273,36 +312,42 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
     if halves:
         cum = np.cumsum(nv[many])  # two halves by vertices; the largest group ends the second
         chunk[many] = cum > cum[-1] / 2
-    parts = [(group[sel], p.take(sel)) for ch in np.unique(chunk[group[multi]])
-             for sel in [multi & (chunk[group] == ch)]]
-    del p
-    parts.reverse()  # popped from the end: smallest groups first
+    key = np.where(single, 0, chunk[group] + 1)  # 0: the single pieces, c + 1: chunk c
+    rings = _chunk_rings(held, key)
+    if 0 in rings:
+        g1 = group[single]
+        emit(PieceBatch(*(a[g1] for a in stats[:1]), Rings.concat(rings.pop(0)), *(a[g1] for a in stats[1:])))
+    parts = [(group[key == k], k) for k in sorted(rings, reverse=True)]  # popped from the end: smallest first
+
+    def chunk_job(g: np.ndarray, k: int) -> list:
+        return [(g, Rings.concat(rings.pop(k)))]
+
     if halves:
         futures = []
         while parts:
-            futures.append(pool.submit(_dissolve_chunk, [parts.pop()], size, stats, steps))
+            futures.append(pool.submit(_dissolve_chunk, chunk_job(*parts.pop()), size, stats, steps))
         for f in futures:
             emit(f.result())
         return
     while parts:
-        emit(_dissolve_chunk([parts.pop()], size, stats, steps))
+        emit(_dissolve_chunk(chunk_job(*parts.pop()), size, stats, steps))
         release_freed_memory()
 
 
-def _dissolve_chunk(held: list[tuple[np.ndarray, PieceBatch]], size: np.ndarray, stats: tuple[np.ndarray, ...],
+def _dissolve_chunk(held: list[tuple[np.ndarray, Rings]], size: np.ndarray, stats: tuple[np.ndarray, ...],
                     steps: tuple[int, int]) -> PieceBatch:
     """The merged objects (as rings) of the groups of one chunk's pieces, GEOS fallback per refused group; frees the pieces.
 
     Args:
-        held: a list of ``(group of each piece, pieces)``, emptied here.
+        held: a list of ``(group of each piece, their rings)``, emptied here.
     """
     group, p = held.pop()
     gids, local = np.unique(group, return_inverse=True)
-    merged, ok = dissolve_to_rings(p.geom, local, stats[1][gids], steps)
+    merged, ok = dissolve_to_rings(p, local, stats[1][gids], steps)
     fallback = []
     for i in np.flatnonzero(~ok):
         log.debug("batched edge dissolve refused a group of %d pieces; dissolving it alone", size[gids[i]])
-        parts = union_pixel_polygons(list(p.geom.take(local == i).to_polygons()))
+        parts = union_pixel_polygons(list(p.take(local == i).to_polygons()))
         if len(parts) != 1:
             log.warning("a merged object split into %d parts; keeping the largest outline", len(parts))
             parts = parts[np.argsort(shapely.area(parts))[::-1]]
