@@ -55,11 +55,12 @@ def test_rings_wkb_is_geos_wkb_of_the_map_polygons(monkeypatch):
     want = AreaModel(grid).to_map(r.to_polygons())
     for chunk in (1 << 18, 3, 1):  # chunk borders inside rings, on closing vertices, between polygons
         monkeypatch.setattr(wkb, "CHUNK", chunk)
-        arr, perimeter = wkb.rings_wkb(r.xy, r.ring_len, r.piece_rings, transform)
+        arr, perimeter, bounds = wkb.rings_wkb(r.xy, r.ring_len, r.piece_rings, transform)
         assert [a.as_py() for a in arr] == list(shapely.to_wkb(want))
         np.testing.assert_allclose(perimeter, shapely.length(want), rtol=1e-12)
-    arr, perimeter = wkb.rings_wkb(*(a[:0] for a in (r.xy, r.ring_len, r.piece_rings)), transform)
-    assert len(arr) == 0 and len(perimeter) == 0
+        assert np.array_equal(bounds, shapely.bounds(want))
+    arr, perimeter, bounds = wkb.rings_wkb(*(a[:0] for a in (r.xy, r.ring_len, r.piece_rings)), transform)
+    assert len(arr) == 0 and len(perimeter) == 0 and bounds.shape == (0, 4)
 
 
 def test_rings_split_by_key_keeps_each_polygon_whole():

@@ -406,7 +406,7 @@ def test_write_buffer_is_bounded_by_vertices(tmp_path, monkeypatch):
     cu = write_raster(tmp_path / "c.tif", arr)
     writes = []
     real = PolygonWriter.write
-    monkeypatch.setattr(PolygonWriter, "write", lambda self, layer, t: (writes.append(t.num_rows), real(self, layer, t)))
+    monkeypatch.setattr(PolygonWriter, "write", lambda self, layer, t, bounds=None: (writes.append(t.num_rows), real(self, layer, t, bounds)))
     one = vectorize(cu, str(tmp_path / "a.gpkg"), shapefile=False, block_px=32)
     n_default = len(writes)
     monkeypatch.setattr(vec, "SINK_VERTICES", 200)
@@ -459,6 +459,12 @@ def test_attributes_gpkg_version_and_geoparquet(tmp_path):
     raw = pq.read_table(res.parquet_uri, columns=["bbox"]).column("bbox").to_pylist()
     bounds = np.array([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] for b in raw])
     np.testing.assert_array_equal(bounds, pqdf.geometry.bounds.to_numpy())
+    md = pq.ParquetFile(res.parquet_uri).metadata  # readers filter row groups on the bbox statistics
+    stats = [{rg.column(i).path_in_schema: rg.column(i).statistics for i in range(rg.num_columns)}
+             for rg in (md.row_group(j) for j in range(md.num_row_groups))]
+    assert all(s["geometry"] is None for s in stats)  # none of the WKB (whole values: huge for huge outlines)
+    assert min(s["bbox.xmin"].min for s in stats) == bounds[:, 0].min()
+    assert max(s["bbox.ymax"].max for s in stats) == bounds[:, 3].max()
     by_class = pqdf.groupby("class_name")["area_m2"].sum()
     assert by_class["water"] == pytest.approx(res.area_km2["water"] * 1e6)
 

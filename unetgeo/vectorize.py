@@ -432,9 +432,9 @@ class _Sink:
         order = np.lexsort((np.where(big, np.arange(len(mg)), -1), p.class_id))
         table_of = np.r_[True, (p.class_id[order][1:] != p.class_id[order][:-1]) | big[order][1:]]
         for sel in np.split(order, np.flatnonzero(table_of)[1:]):
-            wkb = arrow_wkb(mg[sel])
+            wkb, bounds = arrow_wkb(mg[sel]), shapely.bounds(mg[sel])
             mg[sel] = None  # encoded: only the WKB is held while GDAL writes it
-            self._write(int(p.class_id[sel[0]]), {k: v[sel] for k, v in cols.items()}, wkb)
+            self._write(int(p.class_id[sel[0]]), {k: v[sel] for k, v in cols.items()}, wkb, bounds)
 
     def _flush_rings(self, buf: list[PolygonBatch]) -> None:
         """Write merged objects held as rings (projected CRS, nothing to fill or simplify).
@@ -454,13 +454,13 @@ class _Sink:
         parts.reverse()
         while parts:
             cid, q, r = parts.pop()
-            wkb, perimeter = rings_wkb(r.xy, r.ring_len, r.piece_rings, self.area.grid.transform)
+            wkb, perimeter, bounds = rings_wkb(r.xy, r.ring_len, r.piece_rings, self.area.grid.transform)
             del r
             self._write(cid, {"area_m2": self.area.polygon_areas_m2(q.count, None),
-                              "perimeter_m": perimeter * self.area.unit_m, **_confidence(q)}, wkb)
+                              "perimeter_m": perimeter * self.area.unit_m, **_confidence(q)}, wkb, bounds)
 
-    def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any) -> None:
-        """Append one table of class ``cid`` (columns ``c``, WKB geometries) to the outputs."""
+    def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any, bounds: np.ndarray) -> None:
+        """Append one table of class ``cid`` (columns ``c``, WKB geometries with their ``(n, 4)`` bounds) to the outputs."""
         n = len(c["area_m2"])
         has_conf = c["max_conf"] >= 0
         arrays = {
@@ -477,7 +477,7 @@ class _Sink:
         }
         table = pa.table({**arrays, "geometry": wkb})
         del wkb
-        self.writer.write(self.name(cid), table)
+        self.writer.write(self.name(cid), table, bounds)
         self.counts[cid] = self.counts.get(cid, 0) + n
         self.area_m2[cid] = self.area_m2.get(cid, 0.0) + float(c["area_m2"].sum())
 

@@ -24,8 +24,8 @@ def _put_u32(buf: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
 
 
 def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
-              transform: tuple[float, ...]) -> tuple[Any, np.ndarray]:
-    """Arrow WKB of polygons given as rings in pixel coordinates, and their planar perimeters.
+              transform: tuple[float, ...]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Arrow WKB of polygons given as rings in pixel coordinates, their planar perimeters and bounds.
 
     Args:
         xy: ``(m, 2)`` integer ``(col, row)`` vertices ring by ring, no closing vertex.
@@ -33,8 +33,9 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
         transform: affine ``(a, b, c, d, e, f)``: ``x = a*col + b*row + c``, ``y = d*col + e*row + f``.
 
     Returns:
-        ``(pyarrow binary array (n,), perimeter (n,) float64 in map units)``; the coordinates are
-        the same doubles as :meth:`unetgeo.area.AreaModel.to_map` gives.
+        ``(pyarrow binary array (n,), perimeter (n,) float64 in map units, bounds (n, 4)
+        xmin, ymin, xmax, ymax)``; the coordinates are the same doubles as
+        :meth:`unetgeo.area.AreaModel.to_map` gives, so the bounds are GEOS's of that WKB.
     """
     import pyarrow as pa
 
@@ -47,8 +48,10 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
     poly_off = np.r_[0, np.cumsum(poly_bytes)].astype(np.int64)
     buf = np.zeros(int(poly_off[-1]), dtype=np.uint8)
     perimeter = np.zeros(n)
+    bounds = np.empty((n, 4))
+    bounds[:, :2], bounds[:, 2:] = np.inf, -np.inf
     if not n:
-        return pa.array([], type=pa.binary()), perimeter
+        return pa.array([], type=pa.binary()), perimeter, bounds
     buf[poly_off[:-1]] = 1  # little endian
     _put_u32(buf, poly_off[:-1] + 1, np.full(n, 3))  # Polygon
     _put_u32(buf, poly_off[:-1] + 5, piece_rings)
@@ -71,6 +74,7 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
         x, y = a * col + b * row + c, d * col + e * row + f
         seg = ring[1:] == ring[:-1]  # consecutive entries of one ring: an edge
         np.add.at(perimeter, ring_poly[ring[:-1][seg]], np.hypot(np.diff(x)[seg], np.diff(y)[seg]))
+        _bounds_at(bounds, ring_poly[ring], x, y)
         keep = slice(0, min(CHUNK, hi - lo))
         dst = coord_off[ring[keep]] + 16 * k[keep]
         for q in np.unique(dst % 8).tolist():
@@ -83,7 +87,15 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
             view[at + 1] = y[keep][m]
     kind, dt = (pa.binary(), np.int32) if len(buf) < 2**31 else (pa.large_binary(), np.int64)
     arr = pa.Array.from_buffers(kind, n, [None, pa.py_buffer(poly_off.astype(dt)), pa.py_buffer(buf)])
-    return arr, perimeter
+    return arr, perimeter, bounds
+
+
+def _bounds_at(bounds: np.ndarray, poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """Widen ``bounds`` (n, 4) of polygons ``poly`` (nondecreasing, one a vertex) to take in ``(x, y)``."""
+    starts = np.flatnonzero(np.r_[True, poly[1:] != poly[:-1]])
+    p = poly[starts]
+    for i, (v, fn) in enumerate(((x, np.minimum), (y, np.minimum), (x, np.maximum), (y, np.maximum))):
+        bounds[p, i] = fn(bounds[p, i], fn.reduceat(v, starts))
 
 
 __all__ = ["rings_wkb"]
