@@ -198,7 +198,7 @@ def _densified(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     rep = np.repeat(np.arange(len(j)), extra)
     t = np.arange(len(rep)) - np.repeat(np.cumsum(extra) - extra, extra) + 1
     out[base[j][rep] + t] += sgn[rep] * t[:, None].astype(np.int32)
-    edges = np.repeat(base[j], lj) + (np.arange(int(lj.sum())) - np.repeat(np.cumsum(lj) - lj, lj))
+    edges = _ranges(base[j], lj)
     return out, ring_len, edges, np.repeat(code, lj)
 
 

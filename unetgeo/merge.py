@@ -232,8 +232,10 @@ def _split_batches(batches: list[PieceBatch], sel: np.ndarray) -> tuple[list[Pie
     yes: list[PieceBatch] = []
     no: list[PieceBatch] = []
     for b, m in _each_batch(batches, sel):
-        if m.all() or not m.any():
-            (yes if m.all() else no).append(b)
+        if m.all():
+            yes.append(b)
+        elif not m.any():
+            no.append(b)
         else:
             yes.append(b.take(m))
             no.append(b.take(~m))
