@@ -91,3 +91,25 @@ def test_predict_writes_georeferenced_cogs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [["tile"], ["predict", "x.tif"], ["bogus"]])
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     assert run_cli(*argv).returncode == 2
+
+
+def test_vectorize_writes_geoparquet_beside_the_geopackage(tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    arr = np.zeros((40, 40), dtype=np.uint8)
+    arr[5:15, 5:15] = 1
+    arr[20:35, 22:30] = 1
+    profile = dict(driver="GTiff", width=40, height=40, count=1, dtype="uint8", crs="EPSG:32633", nodata=255,
+                   transform=rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0))
+    with rasterio.open(tmp_path / "classes.tif", "w", **profile) as ds:
+        ds.write(arr, 1)
+    out = tmp_path / "a" / "polygons.gpkg"
+    assert main(["-q", "vectorize", str(tmp_path / "classes.tif"), str(out), "--no-shapefile"]) == 0
+    pq = gpd.read_parquet(out.with_suffix(".parquet"))
+    assert not out.with_suffix(".shp").exists()
+    water = pq[pq["class_id"] == 1]
+    assert len(water) == 2 and sorted(water.area) == [100 * 100.0, 120 * 100.0]
+    assert pq.crs.to_epsg() == 32633
+    out_b = tmp_path / "b" / "polygons.gpkg"
+    assert main(["-q", "vectorize", str(tmp_path / "classes.tif"), str(out_b), "--no-parquet"]) == 0
+    assert out_b.exists() and out_b.with_suffix(".shp").exists() and not out_b.with_suffix(".parquet").exists()

@@ -72,6 +72,8 @@ def test_fill_gets_no_class_and_no_polygon(tmp_path: Path) -> None:
     polys = gpd.read_file(out / "polygons.shp")
     x_fill = 600000 + 40 * 10
     assert len(polys) and (polys.geometry.bounds["minx"] >= x_fill - 1e-6).all()
+    pq = gpd.read_parquet(out / "polygons.parquet")  # the run's GeoParquet holds the same polygons
+    assert len(pq) == len(polys) and pq.area.sum() == pytest.approx(polys.area.sum())
     assert summary["input_check"]["ok"] is not None
 
 

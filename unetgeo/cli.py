@@ -164,7 +164,9 @@ def _vectorize_args(ve: argparse.ArgumentParser) -> None:
     ve.add_argument("--simplify-m", type=float, default=0.0, help="simplify outlines by this tolerance (m)")
     ve.add_argument("--confidence", default=None, help="confidence.tif for the mean_conf attribute")
     ve.add_argument("--class-names", default=None, help="comma-separated class names (default: from the raster)")
-    ve.add_argument("--no-shapefile", action="store_true", help="GeoPackage only")
+    ve.add_argument("--no-shapefile", action="store_true", help="no <out stem>.shp beside the GeoPackage")
+    ve.add_argument("--no-parquet", action="store_true",
+                    help="no <out stem>.parquet (GeoParquet 1.1, all classes, bbox column) beside the GeoPackage")
 
 
 def _run_args(ru: argparse.ArgumentParser) -> None:
@@ -216,9 +218,9 @@ SUBCOMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None
      "scales/flips, and write classes.tif and confidence.tif (COGs) into RUN_DIR.", _predict_args),
     ("stitch", "probs.zarr -> classes.tif + confidence.tif",
      "Turn a probs.zarr store into COGs (classes, confidence).", _stitch_args),
-    ("vectorize", "classes.tif -> polygons (GeoPackage + Shapefile)",
+    ("vectorize", "classes.tif -> polygons (GeoPackage + GeoParquet + Shapefile)",
      "Polygonise a class raster chunk by chunk, merging polygons across chunk "
-     "borders. One GeoPackage layer per class; a Shapefile with all classes beside it.", _vectorize_args),
+     "borders. One GeoPackage layer per class; a GeoParquet file and a Shapefile with all classes beside it.", _vectorize_args),
     ("run", "all stages: tile, predict, stitch, vectorize, flood, report",
      "Validate every input first (bands, grids, model, output folder: exit 2 in "
      "seconds, nothing written), then tile -> predict -> stitch -> vectorize (-> flood) -> report "
@@ -326,10 +328,11 @@ def _cmd_vectorize(a: argparse.Namespace, progress: bool) -> int:
 
     names = [n.strip() for n in a.class_names.split(",")] if a.class_names else None
     r = vectorize(a.classes, a.out, confidence_uri=a.confidence, class_names=names, min_area_m2=a.min_area_m2,
-                  simplify_m=a.simplify_m, shapefile=not a.no_shapefile, progress=progress)
+                  simplify_m=a.simplify_m, shapefile=not a.no_shapefile, parquet=not a.no_parquet,
+                  progress=progress)
     for name, n in r.counts.items():
         print(f"{name:>16}: {n:7d} polygons, {r.area_km2.get(name, 0.0):10.3f} km²")
-    print(f"written {r.out_uri}" + (f" and {r.shapefile_uri}" if r.shapefile_uri else ""))
+    print("written " + ", ".join(u for u in (r.out_uri, r.shapefile_uri, r.parquet_uri) if u))
     return 0
 
 

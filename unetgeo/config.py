@@ -227,8 +227,8 @@ class VectorizeSpec(_Frozen):
 
     min_area_m2: float = Field(default=0.0, ge=0)
     simplify_m: float = Field(default=0.0, ge=0)
-    shapefile: bool = True
-    parquet: bool = False
+    shapefile: bool = Field(default=True, description="also polygons.shp (all classes, short attribute names)")
+    parquet: bool = Field(default=True, description="also polygons.parquet (GeoParquet 1.1 with a bbox column)")
 
 
 class ClusterSpec(_Frozen):

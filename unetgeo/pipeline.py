@@ -306,7 +306,8 @@ def _vectorize(stages: _Stages, s: Any, plan: Plan) -> Any:
     return stages.call("vectorize", "vectorize", "vectorize", vectorize, s.classes_uri,
                        join(stages.run.out, "polygons.gpkg"), confidence_uri=s.confidence_uri,
                        class_names=s.class_names, min_area_m2=v.min_area_m2, simplify_m=v.simplify_m,
-                       shapefile=v.shapefile, model_id=plan.meta.model_id, progress=stages.progress)
+                       shapefile=v.shapefile, parquet=v.parquet, model_id=plan.meta.model_id,
+                       progress=stages.progress)
 
 
 def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
@@ -326,7 +327,8 @@ def _flood(stages: _Stages, plan: Plan, classes_uri: str) -> dict[str, Any]:
                             unknown_class_ids=unknown_ids)
     fp = stages.call("flood-polygons", "flood-polygons", "flood", flood_polygons, flood_uri,
                      join(run.out, "flood.gpkg"), min_area_m2=(cfg.flood or FloodSpec()).min_area_m2,
-                     simplify_m=cfg.vectorize.simplify_m, shapefile=cfg.vectorize.shapefile)
+                     simplify_m=cfg.vectorize.simplify_m, shapefile=cfg.vectorize.shapefile,
+                     parquet=cfg.vectorize.parquet)
     return {"flood_uri": flood_uri, "flood_polygons_uri": fp.out_uri, "reference_classes": ref_uri}
 
 

@@ -17,7 +17,7 @@ import rasterio
 pytestmark = pytest.mark.usefixtures("prefect_db")
 
 RUN_OUTPUTS = ("tiles.zarr", "valid.zarr", "probs.zarr", "classes.tif", "confidence.tif", "polygons.gpkg",
-               "polygons.shp", "summary.json", "quicklook.png")
+               "polygons.parquet", "polygons.shp", "summary.json", "quicklook.png")
 FLOOD_OUTPUTS = ("flood.tif", "flood.gpkg")
 
 
