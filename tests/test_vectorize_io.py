@@ -103,3 +103,20 @@ def test_dissolve_at_coordinates_whose_products_pass_int32():
     out, ok = dissolve_groups(np.array(boxes, dtype=object), np.zeros(3, dtype=np.int64),
                               np.array([12 * 12]), (1_000_000, 1_000_000))
     assert ok[0] and out[0].equals(shapely.box(x0 - 5, y0 - 7, x0 + 7, y0 + 5))
+
+
+def test_geoparquet_output_does_not_load_pandas(tmp_path):
+    """pandas costs a GeoPackage + GeoParquet run ~40 MiB and half a second; the writers use Arrow alone."""
+    import subprocess
+    import sys
+
+    arr = np.zeros((48, 48), dtype=np.uint8)
+    arr[4:20, 6:30] = 1
+    cu = write_raster(tmp_path / "c.tif", arr)
+    code = ("import sys; from unetgeo.vectorize import vectorize; "
+            f"r = vectorize({cu!r}, {str(tmp_path / 'p.gpkg')!r}, shapefile=False, parquet=True, block_px=16); "
+            "print(sorted(r.counts.items()), 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False", out.stdout
+    assert (tmp_path / "p.parquet").exists()

@@ -128,8 +128,8 @@ class PolygonWriter(PublishOnExit):
         import pyarrow.parquet as pq
 
         b = (np.asarray(bounds, dtype=np.float64).reshape(-1, 4) if bounds is not None else
-             shapely.bounds(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))).reshape(-1, 4))
-        bbox = pa.StructArray.from_arrays([pa.array(b[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"])
+             shapely.bounds(shapely.from_wkb(_binary_values(table.column("geometry")))).reshape(-1, 4))
+        bbox = pa.StructArray.from_arrays([arrow_column(b[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"])
         table = table.append_column("bbox", bbox)
         if self._pq is None:
             schema = table.schema.with_metadata({b"geo": json.dumps(_geo_metadata(self.crs_wkt)).encode()})
@@ -251,6 +251,19 @@ def arrow_column(values: np.ndarray, valid: np.ndarray | None = None) -> Any:
         bitmap, nulls = pa.py_buffer(np.packbits(valid, bitorder="little")), int(len(valid) - valid.sum())
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [bitmap, pa.py_buffer(values)],
                                  null_count=nulls)
+
+
+def _int32_values(col: Any) -> np.ndarray:
+    """The values of a null-free int32 Arrow column as numpy, without ``to_numpy`` (which imports pandas)."""
+    parts = [np.frombuffer(c.buffers()[1], dtype=np.int32)[c.offset:c.offset + len(c)] for c in col.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def _binary_values(col: Any) -> np.ndarray:
+    """A binary Arrow column as a numpy object array of bytes (``to_pylist``: no pandas, as for ints)."""
+    out = np.empty(len(col), dtype=object)
+    out[:] = [v for c in col.chunks for v in c.to_pylist()]
+    return out
 
 
 def arrow_repeated(text: str, n: int) -> Any:
@@ -447,10 +460,9 @@ class _GdalPolygonizer:
                 lib.GDALClose(vds)
             if rds:
                 lib.GDALClose(rds)
-        ids = table.column("v").to_numpy().astype(np.int64)
+        ids = _int32_values(table.column("v")).astype(np.int64)
         geom_col = [n for n in table.column_names if n != "v"][0]
-        wkb = table.column(geom_col).to_numpy(zero_copy_only=False)
-        return shapely.from_wkb(wkb), ids
+        return shapely.from_wkb(_binary_values(table.column(geom_col))), ids
 
 
 class _ArrowSchema(ctypes.Structure):
