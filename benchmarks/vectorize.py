@@ -24,7 +24,14 @@ from _common import Measured, load_average, machine, run_measured_full  # noqa: 
 
 PEER = "/work/shared/bench/polygonize_py.py"
 MAKE = "/work/shared/bench/make_scene.py"
-OURS = "from unetgeo.vectorize import vectorize; import sys; vectorize(sys.argv[1], sys.argv[2], shapefile=False)"
+#: ``python -c OURS MASK OUT.gpkg PARQUET``: the GeoPackage, and the GeoParquet file beside it when PARQUET is 1
+#: (``unetgeo vectorize --no-shapefile`` writes both; the peers write a GeoPackage only)
+OURS = ("from unetgeo.vectorize import vectorize; import sys; "
+        "vectorize(sys.argv[1], sys.argv[2], shapefile=False, parquet=sys.argv[3] == '1')")
+
+
+def ours(mask: str, out: str, parquet: bool) -> Measured:
+    return run_measured_full([sys.executable, "-c", OURS, mask, out, "1" if parquet else "0"])
 
 
 def ensure_masks(d: str, size: int) -> tuple[str, str]:
@@ -73,7 +80,8 @@ def ensure_blobby_mask(d: str, size: int) -> str:
 def measure(mask: str, out_dir: str) -> dict[str, Measured | None]:
     """``{tool: Measured or None}`` for one mask (ours first, then the peers)."""
     res: dict[str, Measured | None] = {}
-    res["unetgeo"] = run_measured_full([sys.executable, "-c", OURS, mask, os.path.join(out_dir, "ours.gpkg")])
+    res["unetgeo"] = ours(mask, os.path.join(out_dir, "ours.gpkg"), False)
+    res["unetgeo +GeoParquet"] = ours(mask, os.path.join(out_dir, "ourspq.gpkg"), True)
     res["rasterio shapes"] = run_measured_full([sys.executable, PEER, mask, os.path.join(out_dir, "peer.gpkg")])
     gp = shutil.which("gdal_polygonize.py")
     res["gdal_polygonize.py"] = (run_measured_full([gp, mask, "-f", "GPKG", os.path.join(out_dir, "gdal.gpkg")])
@@ -89,14 +97,15 @@ def report(kind: str, runs: list[dict[str, Measured | None]]) -> None:
             if m is None:
                 print(f"{kind:10s} {tool:20s} not on PATH")
                 continue
-            ratio = "" if tool == "unetgeo" else (f"  ours/peer wall {ours.wall_s / m.wall_s:.2f}, "
+            ratio = "" if tool.startswith("unetgeo") else (f"  unetgeo/peer wall {ours.wall_s / m.wall_s:.2f}, "
                                                   f"CPU {ours.cpu_s / m.cpu_s:.2f}, RSS {ours.rss_mib / m.rss_mib:.2f}")
             print(f"{kind:10s} {tool:20s} run {i + 1}: {m.wall_s:6.2f} s wall {m.cpu_s:6.2f} s CPU "
                   f"{m.rss_mib:5.0f} MiB{ratio}")
-    peer = [(r["unetgeo"], r["rasterio shapes"]) for r in runs]
-    wall = statistics.median(o.wall_s / p.wall_s for o, p in peer)
-    cpu = statistics.median(o.cpu_s / p.cpu_s for o, p in peer)
-    print(f"{kind:10s} median ours/rasterio-shapes over {len(runs)} run(s): wall {wall:.2f}, CPU {cpu:.2f}")
+    for variant in ("unetgeo", "unetgeo +GeoParquet"):
+        peer = [(r[variant], r["rasterio shapes"]) for r in runs]
+        wall = statistics.median(o.wall_s / p.wall_s for o, p in peer)
+        cpu = statistics.median(o.cpu_s / p.cpu_s for o, p in peer)
+        print(f"{kind:10s} median {variant}/rasterio-shapes over {len(runs)} run(s): wall {wall:.2f}, CPU {cpu:.2f}")
 
 
 def main() -> None:
@@ -113,13 +122,12 @@ def main() -> None:
             runs = [measure(mask, out) for _ in range(a.repeat)]
             report(kind, runs)
         if a.big_size:
-            small = run_measured_full([sys.executable, "-c", OURS, ensure_masks(d, a.size)[0],
-                                       os.path.join(out, "small.gpkg")])
-            big = run_measured_full([sys.executable, "-c", OURS, ensure_blobby_mask(d, a.big_size),
-                                     os.path.join(out, "big.gpkg")])
-            print(f"peak RSS ours, blobby: {a.size}² {small.rss_mib:.0f} MiB ({small.wall_s:.1f} s), "
-                  f"{a.big_size}² {big.rss_mib:.0f} MiB ({big.wall_s:.1f} s), ratio {big.rss_mib / small.rss_mib:.2f}; "
-                  f"load {load_average()}")
+            masks = ensure_masks(d, a.size)[0], ensure_blobby_mask(d, a.big_size)
+            for parquet, what in ((False, "GeoPackage"), (True, "GeoPackage + GeoParquet")):
+                small, big = (ours(m, os.path.join(out, f"{n}.gpkg"), parquet) for m, n in zip(masks, ("s", "b"), strict=True))
+                print(f"peak RSS ours ({what}), blobby: {a.size}² {small.rss_mib:.0f} MiB ({small.wall_s:.1f} s), "
+                      f"{a.big_size}² {big.rss_mib:.0f} MiB ({big.wall_s:.1f} s), "
+                      f"ratio {big.rss_mib / small.rss_mib:.2f}; load {load_average()}")
 
 
 if __name__ == "__main__":
