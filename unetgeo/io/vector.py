@@ -307,16 +307,28 @@ def _typed(table: Any, schema: Any) -> Any:
     import pyarrow as pa
 
     cols = {f.name: f.type for f in schema}
-    target = pa.schema([pa.field(f.name, cols.get(f.name, f.type)) for f in table.schema])
-    return table if target.equals(table.schema) else table.cast(target)
+    for i, f in enumerate(table.schema):
+        want = cols.get(f.name, f.type)
+        if want.equals(f.type):
+            continue
+        col = table.column(i)
+        if pa.types.is_timestamp(want) and pa.types.is_int64(f.type):  # the same buffers, read as times:
+            col = pa.chunked_array([c.view(want) for c in col.chunks], want)  # no compute kernels (+8 MiB)
+        else:
+            col = col.cast(want)
+        table = table.set_column(i, pa.field(f.name, want), col)
+    return table
 
 
 def _geo_metadata(crs_wkt: str) -> dict[str, Any]:
-    """GeoParquet 1.1 ``geo`` metadata: WKB polygons, PROJJSON CRS, ``bbox`` covering column."""
-    from pyproj import CRS
+    """GeoParquet 1.1 ``geo`` metadata: WKB polygons, PROJJSON CRS, ``bbox`` covering column.
+
+    The PROJJSON comes from the PROJ that rasterio loaded; pyproj would load another (+11 MiB).
+    """
+    from rasterio.crs import CRS
 
     return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {
-        "encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_wkt(crs_wkt).to_json_dict(),
+        "encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_wkt(crs_wkt).to_dict(projjson=True),
         "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}}}}
 
 
