@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
+import shapely.affinity
+import shapely.geometry
 
 from unetgeo.dissolve import Rings, dissolve_rings
 
@@ -73,3 +76,43 @@ def test_rings_split_by_key_keeps_each_polygon_whole():
     assert shapely.equals(parts[2].to_polygons(), polys[[0, 3]]).all()
     assert parts[0].ring_len.tolist() == [4, 4] and parts[2].n_vertices == 8
     assert rings.split(np.full(4, -1)) == {}
+
+
+def _block_pieces(labels: np.ndarray, steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every block's polygons (rasterio, pixel coordinates), each piece's object, each object's pixels."""
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    objects = np.zeros(labels.shape, dtype=np.int32)
+    n = 0
+    for c in np.unique(labels):
+        lab, k = ndimage.label(labels == c)  # 4-connected
+        objects[lab > 0] = lab[lab > 0] + n
+        n += k
+    pieces, group = [], []
+    for r0 in range(0, labels.shape[0], steps[0]):
+        for c0 in range(0, labels.shape[1], steps[1]):
+            block = objects[r0:r0 + steps[0], c0:c0 + steps[1]]
+            for geom, v in shapes(block, connectivity=4):
+                pieces.append(shapely.affinity.translate(shapely.geometry.shape(geom), c0, r0))
+                group.append(int(v) - 1)
+    return np.array(pieces, dtype=object), np.array(group), np.bincount(objects.ravel() - 1, minlength=n)
+
+
+@pytest.mark.parametrize("offset", [0, 35 * 2**15, 35 * 2**23], ids=["int32-keys", "int64-keys", "packed-keys"])
+def test_dissolve_equals_the_union_of_the_pieces_for_every_key_width(offset, monkeypatch):
+    """Far-apart coordinates widen the vertex keys (int32, int64, packed); chunks of 3 vertices cut every ring."""
+    import unetgeo.dissolve as D
+
+    monkeypatch.setattr(D, "_CHUNK", 3)
+    rng = np.random.default_rng(5)
+    labels = (rng.random((40, 42)) < 0.45).astype(np.uint8) + (rng.random((40, 42)) < 0.2)
+    steps = (5, 7)
+    pieces, group, count = _block_pieces(labels, steps)
+    pieces = np.array([shapely.affinity.translate(p, offset * (g % 2), offset * (g % 3 == 0)) for p, g in
+                       zip(pieces, group, strict=True)], dtype=object)  # objects spread far apart
+    out, ok = dissolve_rings(Rings.from_polygons(pieces), group, count, steps)
+    assert len(count) > 64 and ok.mean() > 0.95
+    for g in np.flatnonzero(ok):
+        union = shapely.union_all(pieces[group == g])
+        assert out[g].area == count[g] and out[g].equals(union), g

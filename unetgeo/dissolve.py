@@ -186,7 +186,7 @@ def _densified(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     del d
     lj = np.abs(dj).sum(axis=1).astype(np.int64)
     sgn = np.sign(dj).astype(np.int32)
-    code = np.select([sgn[:, 0] == 1, sgn[:, 1] == 1, sgn[:, 0] == -1], [0, 1, 2], 3)
+    code = np.select([sgn[:, 0] == 1, sgn[:, 1] == 1, sgn[:, 0] == -1], [0, 1, 2], 3).astype(np.int8)
     n = np.ones(len(xy), dtype=np.int64)
     n[j] = lj
     base = np.cumsum(n)
@@ -228,42 +228,91 @@ def _keys(ga: np.ndarray, a: np.ndarray, gb: np.ndarray, b: np.ndarray,
 
 
 def _cancelled(xy: np.ndarray, g_of: np.ndarray, edges: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """Bool per vertex: its (unit, border-line) edge's reverse is an edge of the same object."""
+    """Bool per vertex: its (unit, border-line) edge's reverse is an edge of the same object.
+
+    Each edge gets one int64 key of ``(group, start, direction)``, its reverse one of ``(group,
+    end, opposite direction)``; the reverses are looked up in the sorted keys chunk by chunk.
+    """
     unit = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.int32)
+    cancel = np.zeros(len(xy), dtype=bool)
+    if not len(edges):
+        return cancel
     s = xy[edges]
     g = g_of(edges)
-    k_self, k_twin = _keys(g, s, g, s + unit[code], (code, (code + 2) % 4))
-    cancel = np.zeros(len(xy), dtype=bool)
-    cancel[edges[np.isin(k_twin, k_self)]] = True
+    lo = s.min(axis=0).astype(np.int64) - 1
+    span = s.max(axis=0).astype(np.int64) - lo + 2
+    if (int(g.max()) + 1) * int(span[0]) * int(span[1]) * 4 >= 2**62:
+        k_self, k_twin = _keys(g, s, g, s + unit[code], (code, (code + 2) % 4))
+        k_self.sort()
+    else:
+        def key(grp: np.ndarray, p: np.ndarray, direction: np.ndarray) -> np.ndarray:
+            k = grp * span[0]
+            k += p[:, 0]
+            k -= lo[0]
+            k *= span[1]
+            k += p[:, 1]
+            k -= lo[1]
+            k *= 4
+            k += direction
+            return k
+
+        k_self = key(g, s, code)
+        k_self.sort()
+        s += unit[code]
+        k_twin = key(g, s, (code + 2) % 4)
+    del s, g
+    hit = np.zeros(len(edges), dtype=bool)
+    for a in range(0, len(edges), _CHUNK):
+        k = k_twin[a:a + _CHUNK]
+        pos = np.searchsorted(k_self, k)
+        np.minimum(pos, len(k_self) - 1, out=pos)
+        hit[a:a + _CHUNK] = k_self[pos] == k
+    cancel[edges[hit]] = True
     return cancel
 
 
 def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, cancel: np.ndarray) -> np.ndarray:
-    """Bool per vertex: two surviving edges of one object start there (pieces touching diagonally)."""
+    """Bool per vertex: two surviving edges of one object start there (pieces touching diagonally).
+
+    One key per vertex (int32 when ``(group, x, y)`` fits, as for one object up to 46k² pixels),
+    one sorted copy of it for the repeated keys, then the lookup chunk by chunk: the temporaries
+    of a scene-spanning object stay two key arrays, not four.
+    """
     lo = xy.min(axis=0).astype(np.int64) if len(xy) else np.zeros(2, dtype=np.int64)
     span = xy.max(axis=0).astype(np.int64) - lo + 1 if len(xy) else np.ones(2, dtype=np.int64)
     ng = int(g_vertex.max()) + 1 if g_vertex is not None and len(g_vertex) else 1
-    if ng * int(span[0]) * int(span[1]) >= 2**62:
+    n_keys = ng * int(span[0]) * int(span[1]) + int(cancel.sum()) + 1
+    if n_keys >= 2**62:
         key = _pack(np.zeros(len(xy), np.int64) if g_vertex is None else g_vertex.astype(np.int64),
                     xy[:, 0].astype(np.int64) - lo[0], xy[:, 1].astype(np.int64) - lo[1])
     else:
-        key = np.zeros(len(xy), dtype=np.int64) if g_vertex is None else g_vertex.astype(np.int64, copy=False)
-        key *= span[0]
+        kt = np.int32 if n_keys < 2**31 else np.int64
+        key = np.zeros(len(xy), dtype=kt) if g_vertex is None else g_vertex.astype(kt)
+        key *= kt(span[0])
         key += xy[:, 0]
-        key -= lo[0]
-        key *= span[1]
+        key -= kt(lo[0])
+        key *= kt(span[1])
         key += xy[:, 1]
-        key -= lo[1]
+        key -= kt(lo[1])
     c = np.flatnonzero(cancel)
-    key[c] = -1 - np.arange(len(c))  # cancelled edges start nowhere
+    key[c] = -1 - np.arange(len(c), dtype=key.dtype)  # cancelled edges start nowhere
+    del c
     ks = np.sort(key)
     dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
     del ks
+    out = np.zeros(len(xy), dtype=bool)
     if not len(dup):
-        return np.zeros(len(xy), dtype=bool)
-    pos = np.searchsorted(dup, key)
-    np.minimum(pos, len(dup) - 1, out=pos)
-    return dup[pos] == key
+        return out
+    for a in range(0, len(key), _CHUNK):
+        k = key[a:a + _CHUNK]
+        pos = np.searchsorted(dup, k)
+        np.minimum(pos, len(dup) - 1, out=pos)
+        out[a:a + _CHUNK] = dup[pos] == k
+    return out
+
+
+#: vertices per step of the chunked passes over a scene-spanning object
+_CHUNK = 1 << 16
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -333,19 +382,24 @@ def _links(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs
 
 
 def _run_area2(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs) -> tuple[np.ndarray, np.ndarray]:
-    """Twice the signed area contributed by each run's edges, and by each whole ring (shoelace prefix sums)."""
-    nx = _next_rows(xy, rstart, ring_len)
-    w = xy[:, 0].astype(np.int64)
-    w *= nx[:, 1]
-    t = nx[:, 0].astype(np.int64)
-    del nx
-    t *= xy[:, 1]
-    w -= t
-    del t
-    c = np.empty(len(w) + 1, dtype=np.int64)  # c[i] = sum of the edges before vertex i
+    """Twice the signed area contributed by each run's edges, and by each whole ring (shoelace prefix sums).
+
+    The prefix sums are built chunk by chunk, so besides them only a chunk's terms are held.
+    """
+    n = len(xy)
+    c = np.empty(n + 1, dtype=np.int64)  # c[i] = sum of the edges before vertex i
     c[0] = 0
-    np.cumsum(w, out=c[1:])
-    del w
+    last = rstart + ring_len - 1  # a ring's last vertex closes it to its first
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        nxt = np.arange(a + 1, b + 1, dtype=np.int64)
+        lo, hi = np.searchsorted(last, [a, b])
+        nxt[last[lo:hi] - a] = rstart[lo:hi]
+        p, q = xy[a:b].astype(np.int64), xy[nxt].astype(np.int64)
+        w = p[:, 0] * q[:, 1]
+        w -= q[:, 0] * p[:, 1]
+        np.cumsum(w, out=c[a + 1:b + 1])
+        c[a + 1:b + 1] += c[a]
 
     def span(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # edges a..b-1
         return c[b] - c[a]
