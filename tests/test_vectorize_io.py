@@ -120,3 +120,21 @@ def test_geoparquet_output_does_not_load_pandas(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "False", out.stdout
     assert (tmp_path / "p.parquet").exists()
+
+
+def test_stream_reader_keeps_its_small_block_cache_across_pickling(tmp_path):
+    """vectorize's readers (each block read once) use an 8 MiB GDAL cache, not the 64 MiB of tiling."""
+    import pickle
+
+    from unetgeo.grid import Window
+    from unetgeo.io.scene import STREAM_CACHE_MIB, SceneReader
+
+    arr = (np.arange(64 * 64) % 7).astype(np.uint8).reshape(64, 64)
+    cu = write_raster(tmp_path / "c.tif", arr)
+    with SceneReader(cu, cache_mib=STREAM_CACHE_MIB) as r:
+        back = pickle.loads(pickle.dumps(r))
+        assert back.cache_mib == STREAM_CACHE_MIB == 8
+        data, valid = back.read(Window(16, 32, 16, 16), bands=[1])
+        np.testing.assert_array_equal(data[0], arr[16:32, 32:48])
+        assert valid.all()
+        back.close()

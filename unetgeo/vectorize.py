@@ -45,7 +45,7 @@ from unetgeo.errors import InputError
 from unetgeo.grid import Grid, Window, align_up, same_grid
 from unetgeo.io.cog import read_class_info, read_tags
 from unetgeo.io.naming import stem
-from unetgeo.io.scene import SceneInfo, SceneReader, crs_equal, open_scene
+from unetgeo.io.scene import STREAM_CACHE_MIB, SceneInfo, SceneReader, crs_equal, open_scene
 from unetgeo.io.vector import (
     PolygonWriter,
     arrow_column,
@@ -645,7 +645,8 @@ def _write(classes_uri: str, confidence_uri: str | None, job_args: tuple, writer
     """Polygonise every block into ``writer`` and publish it (abort on any error): ``(blocks, URIs)``."""
     grid, steps, n_threads, bar = run
     try:
-        with SceneReader(classes_uri) as cr, (SceneReader(confidence_uri) if confidence_uri else _Null()) as fr:
+        with (SceneReader(classes_uri, cache_mib=STREAM_CACHE_MIB) as cr,
+              (SceneReader(confidence_uri, cache_mib=STREAM_CACHE_MIB) if confidence_uri else _Null()) as fr):
             n_blocks = _run_blocks(_Job(cr, fr, *job_args), grid, steps, sink, merge, n_threads, bar)
         sink.flush()
         release_freed_memory()

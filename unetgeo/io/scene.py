@@ -37,14 +37,19 @@ _REEXPORTED_WRITING = (WindowWriter, geotiff_profile)  # from unetgeo.io._gtiff,
 GDAL_CACHE_MIB = 64
 
 
-def gdal_env() -> rasterio.Env:
-    """The GDAL settings of every read here: a :data:`GDAL_CACHE_MIB` block cache.
+#: the block cache of a reader whose windows never share a block (each block is read once):
+#: enough for the blocks of one read in flight per thread, not a copy of the raster
+STREAM_CACHE_MIB = 8
+
+
+def gdal_env(cache_mib: int = GDAL_CACHE_MIB) -> rasterio.Env:
+    """The GDAL settings of every read here: a ``cache_mib`` (:data:`GDAL_CACHE_MIB`) block cache.
 
     A ``GDAL_CACHEMAX`` set in the environment by the user wins (nothing is overridden then).
     """
     if os.environ.get("GDAL_CACHEMAX"):
         return rasterio.Env()
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB << 20)  # rasterio passes bytes to GDALSetCacheMax64
+    return rasterio.Env(GDAL_CACHEMAX=cache_mib << 20)  # rasterio passes bytes to GDALSetCacheMax64
 
 #: GDAL drivers of the scenes unetgeo reads (Sentinel-2 ships JPEG2000 band files; a VRT can stack).
 READ_DRIVERS = ("GTiff", "COG", "JP2OpenJPEG", "VRT")
@@ -268,21 +273,26 @@ class SceneReader:
     Use as a context manager or call :meth:`close`. Safe to pickle (reopens lazily).
     """
 
-    def __init__(self, uri: str, indexes: Sequence[int] | None = None, nodata: float | None | str = "file"):
+    def __init__(self, uri: str, indexes: Sequence[int] | None = None, nodata: float | None | str = "file",
+                 cache_mib: int = GDAL_CACHE_MIB):
         """``indexes``: 1-based bands read by default (None: all); ``nodata``: ``"file"`` (the
-        file's mask), None (every finite pixel valid) or a value (masked where all bands hold it)."""
+        file's mask), None (every finite pixel valid) or a value (masked where all bands hold it);
+        ``cache_mib``: GDAL's block cache while reading (:data:`STREAM_CACHE_MIB` for a reader
+        whose windows share no block)."""
         self.uri = uri
         self.indexes = list(indexes) if indexes else None
         self.nodata = nodata
+        self.cache_mib = cache_mib
         self._local = threading.local()
         self._all: list[tuple[int, Any]] = []  # (opening thread, dataset)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {"uri": self.uri, "indexes": self.indexes, "nodata": self.nodata}
+        return {"uri": self.uri, "indexes": self.indexes, "nodata": self.nodata, "cache_mib": self.cache_mib}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["uri"], state.get("indexes"), state.get("nodata", "file"))  # type: ignore[misc]
+        self.__init__(state["uri"], state.get("indexes"), state.get("nodata", "file"),  # type: ignore[misc]
+                      state.get("cache_mib", GDAL_CACHE_MIB))
 
     @classmethod
     def of(cls, info: SceneInfo) -> SceneReader:
@@ -328,7 +338,7 @@ class SceneReader:
         if mode is None:
             mode = self._local.mask_mode = self._mask_mode(ds)
         try:
-            with gdal_env():
+            with gdal_env(self.cache_mib):
                 data = ds.read(indexes=idx, window=rw)
             if mode == "all_valid":
                 valid = np.ones(data.shape[1:], dtype=bool)
@@ -343,7 +353,7 @@ class SceneReader:
                     for b in range(1, data.shape[0]):
                         valid |= data[b] != nd_val
             else:
-                with gdal_env():
+                with gdal_env(self.cache_mib):
                     valid = ds.dataset_mask(window=rw) > 0
         except RasterioIOError as e:
             raise SceneReadError(f"{self.uri}: read failed at window {win} ({' '.join(str(e).split())})") from e
@@ -372,7 +382,7 @@ class SceneReader:
         rw = RioWindow(c0, r0, w, h)
         idx = self.indexes or list(range(1, ds.count + 1))
         try:
-            with gdal_env():
+            with gdal_env(self.cache_mib):
                 data = ds.read(indexes=idx, window=rw, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
                 if self.nodata == "file":
                     valid = ds.dataset_mask(window=rw, out_shape=out_shape, resampling=Resampling.nearest) > 0
@@ -394,7 +404,7 @@ class SceneReader:
 
         ds = self._ds()
         idx = list(bands) if bands is not None else (self.indexes or list(range(1, ds.count + 1)))
-        with gdal_env():
+        with gdal_env(self.cache_mib):
             return ds.read(indexes=idx, out_shape=(len(idx), *out_shape), resampling=Resampling[resampling])
 
     def close_thread(self) -> None:
