@@ -95,8 +95,8 @@ def demo_table(data: DemoData, summary: dict, total_s: float) -> str:
     ]
     width = max(len(r[0]) for r in rows)
     lines = ["", "unetgeo demo".center(width + 16, "-"), *(f"{k:<{width}}  {v:>14}" for k, v in rows)]
-    lines.append(f"outputs in {data.out}: classes.tif, confidence.tif, polygons.gpkg, polygons.shp, flood.gpkg, "
-                 "quicklook.png, summary.json")
+    lines.append(f"outputs in {data.out}: classes.tif, confidence.tif, polygons.gpkg (.parquet, .shp), "
+                 "flood.gpkg, quicklook.png, summary.json")
     return "\n".join(lines)
 
 
