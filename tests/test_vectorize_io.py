@@ -149,12 +149,13 @@ def test_small_read_cache_only_where_every_tile_lies_in_one_block(tmp_path):
 
     arr = np.zeros((96, 96), dtype=np.uint8)
     tiled = open_scene(write_raster(tmp_path / "t.tif", arr, block=16))
-    assert _read_cache_mib(tiled, _block_steps(tiled, 40)) == STREAM_CACHE_MIB  # 40 -> 48: three tiles a block
+    assert _read_cache_mib([tiled], _block_steps(tiled, 40)) == STREAM_CACHE_MIB  # 40 -> 48: three tiles a block
     profile = dict(driver="GTiff", width=96, height=96, count=1, dtype="uint8", crs="EPSG:32633", nodata=255,
                    transform=rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0))
     with rasterio.open(tmp_path / "s.tif", "w", **profile) as ds:  # striped: 96-px-wide strips
         ds.write(arr, 1)
     striped = open_scene(str(tmp_path / "s.tif"))
     assert striped.block_shape[1] == 96
-    assert _read_cache_mib(striped, _block_steps(striped, 32)) == GDAL_CACHE_MIB
-    assert _read_cache_mib(striped, _block_steps(striped, 128)) == STREAM_CACHE_MIB  # one block spans the width
+    assert _read_cache_mib([striped], _block_steps(striped, 32)) == GDAL_CACHE_MIB
+    assert _read_cache_mib([striped], _block_steps(striped, 128)) == STREAM_CACHE_MIB  # one block spans the width
+    assert _read_cache_mib([tiled, striped], (48, 48)) == GDAL_CACHE_MIB  # one cache for both readers

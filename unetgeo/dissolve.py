@@ -261,13 +261,7 @@ def _cancelled(xy: np.ndarray, g_of: np.ndarray, edges: np.ndarray, code: np.nda
         s += unit[code]
         k_twin = key(g, s, (code + 2) % 4)
     del s, g
-    hit = np.zeros(len(edges), dtype=bool)
-    for a in range(0, len(edges), _CHUNK):
-        k = k_twin[a:a + _CHUNK]
-        pos = np.searchsorted(k_self, k)
-        np.minimum(pos, len(k_self) - 1, out=pos)
-        hit[a:a + _CHUNK] = k_self[pos] == k
-    cancel[edges[hit]] = True
+    cancel[edges[_in_sorted(k_self, k_twin)]] = True
     return cancel
 
 
@@ -300,19 +294,24 @@ def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, cancel: np.ndarray) ->
     ks = np.sort(key)
     dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
     del ks
-    out = np.zeros(len(xy), dtype=bool)
-    if not len(dup):
-        return out
-    for a in range(0, len(key), _CHUNK):
-        k = key[a:a + _CHUNK]
-        pos = np.searchsorted(dup, k)
-        np.minimum(pos, len(dup) - 1, out=pos)
-        out[a:a + _CHUNK] = dup[pos] == k
-    return out
+    return _in_sorted(dup, key)
 
 
 #: vertices per step of the chunked passes over a scene-spanning object
 _CHUNK = 1 << 16
+
+
+def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Bool per key: it is in ``sorted_keys`` (``np.isin`` chunk by chunk: no sorted copy of ``keys``)."""
+    out = np.zeros(len(keys), dtype=bool)
+    if not len(sorted_keys):
+        return out
+    for a in range(0, len(keys), _CHUNK):
+        k = keys[a:a + _CHUNK]
+        pos = np.searchsorted(sorted_keys, k)
+        np.minimum(pos, len(sorted_keys) - 1, out=pos)
+        out[a:a + _CHUNK] = sorted_keys[pos] == k
+    return out
 
 
 # -- runs -----------------------------------------------------------------------------------------

@@ -508,14 +508,16 @@ def _block_steps(info: SceneInfo, block_px: int) -> tuple[int, int]:
     return block_px, block_px
 
 
-def _read_cache_mib(info: SceneInfo, steps: tuple[int, int]) -> int:
-    """GDAL block cache of a reader of blocks of ``steps``: :data:`STREAM_CACHE_MIB` where each of
-    the raster's own tiles lies in one block (read once), else :data:`GDAL_CACHE_MIB` (strips
-    wider than a block are decoded once per block beside them unless the cache keeps them)."""
-    by, bx = info.block_shape
-    h, w = info.grid.height, info.grid.width
-    inside = (steps[0] % by == 0 or steps[0] >= h) and (steps[1] % bx == 0 or steps[1] >= w)
-    return STREAM_CACHE_MIB if inside else GDAL_CACHE_MIB
+def _read_cache_mib(infos: Sequence[SceneInfo], steps: tuple[int, int]) -> int:
+    """GDAL block cache for reading ``infos`` in blocks of ``steps`` (GDAL has one cache per process):
+    :data:`STREAM_CACHE_MIB` where each of every raster's own tiles lies in one block (read once),
+    else :data:`GDAL_CACHE_MIB` (strips wider than a block are decoded once per block beside them
+    unless the cache keeps them)."""
+    def inside(info: SceneInfo) -> bool:
+        (by, bx), h, w = info.block_shape, info.grid.height, info.grid.width
+        return (steps[0] % by == 0 or steps[0] >= h) and (steps[1] % bx == 0 or steps[1] >= w)
+
+    return STREAM_CACHE_MIB if all(inside(i) for i in infos) else GDAL_CACHE_MIB
 
 
 def _blocks(height: int, width: int, step_y: int, step_x: int) -> Iterator[tuple[bool, Window]]:
@@ -660,10 +662,10 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
 def _write(classes_uri: str, confidence_uri: str | None, job_args: tuple, writer: PolygonWriter, sink: _Sink,
            merge: BorderMerge, layer_ids: Sequence[int], run: tuple) -> tuple[int, tuple]:
     """Polygonise every block into ``writer`` and publish it (abort on any error): ``(blocks, URIs)``."""
-    grid, steps, n_threads, bar, (cache_c, cache_f) = run
+    grid, steps, n_threads, bar, cache = run
     try:
-        with (SceneReader(classes_uri, cache_mib=cache_c) as cr,
-              (SceneReader(confidence_uri, cache_mib=cache_f) if confidence_uri else _Null()) as fr):
+        with (SceneReader(classes_uri, cache_mib=cache) as cr,
+              (SceneReader(confidence_uri, cache_mib=cache) if confidence_uri else _Null()) as fr):
             n_blocks = _run_blocks(_Job(cr, fr, *job_args), grid, steps, sink, merge, n_threads, bar)
         sink.flush()
         release_freed_memory()
@@ -738,7 +740,7 @@ def vectorize(
     keep = None if keep_classes is None else np.array(sorted({int(k) for k in keep_classes}), dtype=np.int64)
     layer_ids = [int(k) for k in keep] if keep is not None else sorted(names)
     steps = _block_steps(info, block_px)
-    caches = _read_cache_mib(info, steps), _read_cache_mib(conf_info, steps) if conf_info is not None else 0
+    cache = _read_cache_mib([i for i in (info, conf_info) if i is not None], steps)
     n_threads = n_threads or min(8, os.cpu_count() or 1)
     shp_uri = _sibling(out_uri, ".shp") if shapefile else None
     pq_uri = _sibling(out_uri, ".parquet") if parquet else None
@@ -750,7 +752,7 @@ def vectorize(
     try:
         job_args = (str(info.dtype), keep, grid.height, grid.width)
         n_blocks, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer, sink, merge,
-                                                      layer_ids, (grid, steps, n_threads, bar, caches))
+                                                      layer_ids, (grid, steps, n_threads, bar, cache))
     finally:
         if bar is not None:
             bar.close()
