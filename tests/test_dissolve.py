@@ -116,3 +116,33 @@ def test_dissolve_equals_the_union_of_the_pieces_for_every_key_width(offset, mon
     for g in np.flatnonzero(ok):
         union = shapely.union_all(pieces[group == g])
         assert out[g].area == count[g] and out[g].equals(union), g
+
+
+@pytest.mark.parametrize("chunk", [1 << 16, 3], ids=["one-chunk", "chunks-of-3"])
+def test_dissolve_on_the_border_skeleton_gives_valid_unions_with_every_hole(chunk, monkeypatch):
+    """Blocks much larger than the objects' detail: most vertices lie off the block lines and are
+    left out of the passes (holes inside a block entirely); the outlines put back must give the
+    union of the pieces, valid (holes closed where the object touches itself diagonally), with
+    as many holes."""
+    from scipy import ndimage
+
+    import unetgeo.dissolve as D
+
+    monkeypatch.setattr(D, "_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    field = ndimage.uniform_filter(rng.random((96, 100)), 5)
+    labels = np.digitize(field, np.quantile(field, [0.3, 0.65])).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.04] = 3  # specks: holes, diagonal touches
+    steps = (32, 40)
+    pieces, group, count = _block_pieces(labels, steps)
+    rings = Rings.from_polygons(pieces)
+    sk = D._skeleton(rings.xy, rings.ring_len, steps, np.repeat(group, rings.piece_rings))
+    assert len(sk.xy) < 0.6 * rings.n_vertices and (sk.gap > 0).any()  # the passes see a fraction of the vertices
+    out, ok = dissolve_rings(rings, group, count, steps)
+    multi = np.flatnonzero(np.bincount(group) > 1)
+    assert len(multi) > 10 and ok[multi].all()
+    for g in multi:
+        union = shapely.union_all(pieces[group == g])
+        assert out[g].area == count[g] and out[g].equals(union), g
+        assert out[g].is_valid, (g, shapely.is_valid_reason(out[g]))
+        assert len(out[g].interiors) == len(union.interiors), g

@@ -4,6 +4,10 @@
 geometry per ring): the pieces of the objects still open at a block-row border live in it until
 the objects are complete. :func:`dissolve_rings` then merges the pieces of many objects at once:
 
+0. The passes below run on the *border skeleton* of the pieces (:class:`_Skeleton`): the vertices
+   on block-border lines, those where an object touches itself, and their neighbours. Every
+   other stretch of a ring is left out, one edge standing for it, and put back as the output is
+   written: a scene-spanning object's 1.7 M vertices make a skeleton of a few hundred thousand.
 1. Edges on block-border lines (multiples of ``steps``) get a vertex at every integer point; the
    unit edges whose reverse belongs to a piece of the same object are shared borders and cancel.
 2. The surviving edges form *runs*, stretches of a source ring between cancelled edges or vertices
@@ -11,11 +15,13 @@ the objects are complete. :func:`dissolve_rings` then merges the pieces of many 
    linked and ranked (right turn at a diagonal touch, :func:`unetgeo.merge_util.list_rank`); a
    run's vertices are a slice of its source ring and are copied once, in output order.
 3. Every object must come out as one shell whose area equals its pixel count; the others are
-   refused for the caller's fallback. Ring areas are summed per run from prefix sums, so each
-   object's shell is put first before any vertex is copied.
+   refused for the caller's fallback. Ring areas are summed per run from prefix sums (the
+   left-out stretches' terms carried on the edges that stand for them), so each object's shell
+   is put first before any vertex is copied.
 
-Memory: about 50 bytes a vertex of the objects dissolved at once, the output polygons included
-(the per-vertex work is a few passes over int32 arrays; the sorting and linking are per run).
+Memory: the output polygons, one int64 a vertex of the input while the skeleton is built, and
+about 50 bytes a skeleton vertex (measured on the 32768² yardstick's largest object: 19 MiB
+above its pieces, 14 of them its output, against 43 MiB when every vertex went through).
 """
 
 from __future__ import annotations
@@ -149,6 +155,194 @@ def _polygons(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray) -> 
     return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
 
 
+# -- the border skeleton ---------------------------------------------------------------------------
+
+
+def _on_lines(xy: np.ndarray, steps: tuple[int, int]) -> np.ndarray:
+    """Bool per vertex: it lies on a block-border line (a multiple of ``steps`` in x or y)."""
+    on = np.zeros(len(xy), dtype=bool)
+    for a in range(0, len(xy), _CHUNK):
+        p = xy[a:a + _CHUNK]
+        on[a:a + _CHUNK] = (p[:, 0] % steps[1] == 0) | (p[:, 1] % steps[0] == 0)
+    return on
+
+
+def _edge_prefix(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray) -> np.ndarray:
+    """``c[i]``: twice the signed area (shoelace terms) of the edges before vertex ``i`` (``(n + 1,)`` int64).
+
+    A ring's last vertex closes to its first. Built chunk by chunk, so besides ``c`` only a
+    chunk's terms are held.
+    """
+    n = len(xy)
+    c = np.empty(n + 1, dtype=np.int64)
+    c[0] = 0
+    last = rstart + ring_len - 1
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        nxt = np.arange(a + 1, b + 1, dtype=np.int64)
+        lo, hi = np.searchsorted(last, [a, b])
+        nxt[last[lo:hi] - a] = rstart[lo:hi]
+        p, q = xy[a:b].astype(np.int64), xy[nxt].astype(np.int64)
+        w = p[:, 0] * q[:, 1]
+        w -= q[:, 0] * p[:, 1]
+        np.cumsum(w, out=c[a + 1:b + 1])
+        c[a + 1:b + 1] += c[a]
+    return c
+
+
+def _cyclic_span(c: np.ndarray, rstart: np.ndarray, rend: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of the prefix-summed terms ``c`` of edges ``a .. b - 1`` of rings ``[rstart, rend)``
+    (``b`` may run past the ring's end, around to its start)."""
+    over = b > rend
+    return np.where(over, c[rend] - c[a] + c[rstart + np.maximum(b - rend, 0)] - c[rstart],
+                    c[np.minimum(b, rend)] - c[a])
+
+
+@dataclass
+class _Carry:
+    """How :func:`_densified` made its vertices: input vertex ``i`` became ``repeat[i]`` vertices
+    (None: one each), of which those at ``inserted`` are new points on a border edge."""
+
+    repeat: np.ndarray | None
+    inserted: np.ndarray
+
+    def __call__(self, a: np.ndarray, fill: object) -> np.ndarray:
+        """Per-vertex values ``a`` on the new vertices (``fill`` on the inserted ones)."""
+        if self.repeat is None:
+            return a
+        out = np.repeat(a, self.repeat)
+        out[self.inserted] = fill
+        return out
+
+
+@dataclass
+class _Skeleton:
+    """The rings cut down to what a dissolve can change: the vertices on block-border lines, those
+    where the object touches itself, and their neighbours (every ring keeps at least one vertex).
+
+    Pieces of one object share edges only on block-border lines, so only edges there cancel, and
+    runs can be joined only there and where the object touches itself at a point (where the
+    right turn may close a hole); a stretch of other vertices is copied as it is. Each kept vertex's outgoing edge stands for the left-out stretch after it,
+    whose shoelace terms beyond the straight edge are ``corr``. Such a stand-in edge joins two
+    vertices off the lines, so it is never taken for a border edge.
+
+    Attributes:
+        xy: ``(k, 2)`` int32 kept vertices; ring_len: ``(r,)`` kept vertices per ring.
+        orig: ``(k,)`` int64 index of each in the input vertices.
+        gap: ``(k,)`` int64 input vertices left out after each.
+        corr: ``(k,)`` int64 twice the signed area between the left-out stretch and the stand-in edge.
+        line: ``(k,)`` bool on a block-border line or a touch point (only these may be where two runs meet).
+    """
+
+    xy: np.ndarray
+    ring_len: np.ndarray
+    orig: np.ndarray
+    gap: np.ndarray
+    corr: np.ndarray
+    line: np.ndarray
+
+
+def _repeated(xy: np.ndarray, rstart: np.ndarray, g_ring: np.ndarray | None) -> np.ndarray:
+    """Bool per vertex: another vertex of the same object (``g_ring``: object of each ring, None: one
+    object) is at the same point (where a piece touches itself or another piece diagonally).
+
+    One key per vertex (int32 where ``(object, x, y)`` fits, as for one object up to 46k² pixels)
+    and one sorted copy of it.
+    """
+    if not len(xy):
+        return np.zeros(0, dtype=bool)
+    lo = xy.min(axis=0).astype(np.int64)
+    span = xy.max(axis=0).astype(np.int64) - lo + 1
+    n_keys = (int(g_ring.max()) + 1 if g_ring is not None else 1) * int(span[0]) * int(span[1])
+    kt = np.int32 if n_keys < 2**31 else np.int64
+    if n_keys >= 2**62:
+        g = np.zeros(len(xy), np.int64) if g_ring is None else np.repeat(g_ring, np.diff(np.r_[rstart, len(xy)]))
+        key = _pack(g, xy[:, 0].astype(np.int64) - lo[0], xy[:, 1].astype(np.int64) - lo[1])
+    else:
+        key = np.empty(len(xy), dtype=kt)
+        for a in range(0, len(xy), _CHUNK):
+            p = xy[a:a + _CHUNK]
+            k = np.zeros(len(p), dtype=kt)
+            if g_ring is not None:
+                k += g_ring[np.searchsorted(rstart, np.arange(a, a + len(p)), "right") - 1].astype(kt)
+            k *= kt(span[0])
+            k += p[:, 0] - kt(lo[0])
+            k *= kt(span[1])
+            k += p[:, 1] - kt(lo[1])
+            key[a:a + _CHUNK] = k
+    ks = np.sort(key)
+    dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
+    del ks
+    return _in_sorted(dup, key)
+
+
+def _skeleton(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int], g_ring: np.ndarray | None) -> _Skeleton:
+    """The border skeleton of rings (:class:`_Skeleton`; ``g_ring``: object of each ring, None: one object)."""
+    start = np.cumsum(ring_len) - ring_len
+    on = _on_lines(xy, steps)
+    on |= _repeated(xy, start, g_ring)
+    keep = on | _prev_rows(on, start, ring_len)
+    keep |= _next_rows(on, start, ring_len)
+    nk = np.add.reduceat(keep, start, dtype=np.int64) if len(start) else np.zeros(0, dtype=np.int64)
+    solo = nk == 0  # a ring off every line (a hole inside a block): one vertex stands for it
+    keep[start[solo]] = True
+    nk[solo] = 1
+    kept = np.flatnonzero(keep)
+    del keep
+    line = on[kept]
+    del on
+    sk_start = np.cumsum(nk) - nk
+    ring = np.repeat(np.arange(len(nk)), nk)
+    nxt = np.empty_like(kept)
+    nxt[:-1] = kept[1:]
+    if len(nk):
+        nxt[sk_start + nk - 1] = kept[sk_start] + ring_len  # the ring's first kept vertex, a lap on
+    gap = nxt - kept - 1
+    corr = np.zeros(len(kept), dtype=np.int64)
+    g = np.flatnonzero(gap)
+    if len(g):
+        c = _edge_prefix(xy, start, ring_len)
+        rs, re = start[ring[g]], start[ring[g]] + ring_len[ring[g]]
+        a2 = _cyclic_span(c, rs, re, kept[g], nxt[g])
+        del c
+        p = xy[kept[g]].astype(np.int64)
+        q = xy[np.where(nxt[g] >= re, nxt[g] - ring_len[ring[g]], nxt[g])].astype(np.int64)
+        corr[g] = a2 - (p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1])
+    return _Skeleton(xy[kept], nk, kept, gap, corr, line)
+
+
+def _expand(sxy: np.ndarray, orig: np.ndarray, gap: np.ndarray, ring_len: np.ndarray,
+            xy: np.ndarray, in_start: np.ndarray, in_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Output rings in skeleton vertices (``sxy``, their input index ``orig`` and ``gap``) with the
+    left-out stretches of the input rings (``xy``, ``in_start``, ``in_len``) put back: ``(xy, ring_len)``."""
+    total = len(sxy) + int(gap.sum())
+    if total == len(sxy):
+        return sxy, ring_len
+    out = np.empty((total, 2), dtype=np.int32)
+    pos = np.arange(len(sxy), dtype=np.int64)
+    pos += np.cumsum(gap) - gap
+    out[pos] = sxy
+    g = np.flatnonzero(gap)
+    src, n, dst = orig[g] + 1, gap[g], pos[g] + 1
+    ring = np.searchsorted(in_start, orig[g], "right") - 1
+    rend = in_start[ring] + in_len[ring]
+    first = np.minimum(n, rend - src)  # up to the ring's end, then on from its start
+    seg_src = np.r_[src, in_start[ring]]
+    seg_dst = np.r_[dst, dst + first]
+    seg_len = np.r_[first, n - first]
+    del g, src, n, dst, ring, rend, first, pos
+    big = seg_len > _CHUNK // 16
+    for a, b, k in zip(seg_src[big].tolist(), seg_dst[big].tolist(), seg_len[big].tolist(), strict=True):
+        out[b:b + k] = xy[a:a + k]
+    small = np.flatnonzero(~big & (seg_len > 0))
+    cut = np.searchsorted(np.cumsum(seg_len[small]), np.arange(_CHUNK, int(seg_len[small].sum()) + _CHUNK, _CHUNK))
+    for part in np.split(small, np.unique(cut[:-1] + 1)):
+        out[_ranges(seg_dst[part], seg_len[part])] = xy[_ranges(seg_src[part], seg_len[part])]
+    full_len = ring_len + np.bincount(np.repeat(np.arange(len(ring_len)), ring_len), weights=gap,
+                                      minlength=len(ring_len)).astype(np.int64)
+    return out, full_len
+
+
 # -- per-vertex passes ----------------------------------------------------------------------------
 
 
@@ -169,12 +363,13 @@ def _prev_rows(a: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarr
 
 
 def _densified(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, _Carry]:
     """A vertex at every integer point of the edges on block-border lines (the only shared ones).
 
     Returns:
-        ``(xy, ring_len, border_edges, direction)``: the new rings, and the index and direction
-        code (0 +x, 1 +y, 2 -x, 3 -y) of every (unit) edge on a block-border line.
+        ``(xy, ring_len, border_edges, direction, carry)``: the new rings, the index and direction
+        code (0 +x, 1 +y, 2 -x, 3 -y) of every (unit) edge on a block-border line, and how to
+        carry per-vertex values over to the new vertices.
     """
     start = np.cumsum(ring_len) - ring_len
     d = _next_rows(xy, start, ring_len)
@@ -191,15 +386,18 @@ def _densified(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     n[j] = lj
     base = np.cumsum(n)
     base -= n
-    out = np.repeat(xy, n, axis=0) if (lj > 1).any() else xy
+    split = bool((lj > 1).any())
+    out = np.repeat(xy, n, axis=0) if split else xy
     ring_len = np.add.reduceat(n, start) if len(start) else ring_len
+    n_rep = n if split else None
     del n
     extra = lj - 1
     rep = np.repeat(np.arange(len(j)), extra)
     t = np.arange(len(rep)) - np.repeat(np.cumsum(extra) - extra, extra) + 1
-    out[base[j][rep] + t] += sgn[rep] * t[:, None].astype(np.int32)
+    inserted = base[j][rep] + t
+    out[inserted] += sgn[rep] * t[:, None].astype(np.int32)
     edges = _ranges(base[j], lj)
-    return out, ring_len, edges, np.repeat(code, lj)
+    return out, ring_len, edges, np.repeat(code, lj), _Carry(n_rep, inserted)
 
 
 def _pack(*cols: np.ndarray) -> np.ndarray:
@@ -265,8 +463,10 @@ def _cancelled(xy: np.ndarray, g_of: np.ndarray, edges: np.ndarray, code: np.nda
     return cancel
 
 
-def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, cancel: np.ndarray) -> np.ndarray:
-    """Bool per vertex: two surviving edges of one object start there (pieces touching diagonally).
+def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, skip: np.ndarray) -> np.ndarray:
+    """Bool per vertex: two surviving edges of one object start there (pieces touching diagonally);
+    never where ``skip`` (cancelled edges start nowhere; vertices off the block-border lines meet
+    no other piece).
 
     One key per vertex (int32 when ``(group, x, y)`` fits, as for one object up to 46k² pixels),
     one sorted copy of it for the repeated keys, then the lookup chunk by chunk: the temporaries
@@ -275,7 +475,7 @@ def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, cancel: np.ndarray) ->
     lo = xy.min(axis=0).astype(np.int64) if len(xy) else np.zeros(2, dtype=np.int64)
     span = xy.max(axis=0).astype(np.int64) - lo + 1 if len(xy) else np.ones(2, dtype=np.int64)
     ng = int(g_vertex.max()) + 1 if g_vertex is not None and len(g_vertex) else 1
-    n_keys = ng * int(span[0]) * int(span[1]) + int(cancel.sum()) + 1
+    n_keys = ng * int(span[0]) * int(span[1]) + int(skip.sum()) + 1
     if n_keys >= 2**62:
         key = _pack(np.zeros(len(xy), np.int64) if g_vertex is None else g_vertex.astype(np.int64),
                     xy[:, 0].astype(np.int64) - lo[0], xy[:, 1].astype(np.int64) - lo[1])
@@ -288,8 +488,8 @@ def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, cancel: np.ndarray) ->
         key *= kt(span[1])
         key += xy[:, 1]
         key -= kt(lo[1])
-    c = np.flatnonzero(cancel)
-    key[c] = -1 - np.arange(len(c), dtype=key.dtype)  # cancelled edges start nowhere
+    c = np.flatnonzero(skip)
+    key[c] = -1 - np.arange(len(c), dtype=key.dtype)
     del c
     ks = np.sort(key)
     dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
@@ -380,35 +580,16 @@ def _links(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs
     return link, link < 0
 
 
-def _run_area2(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs) -> tuple[np.ndarray, np.ndarray]:
-    """Twice the signed area contributed by each run's edges, and by each whole ring (shoelace prefix sums).
-
-    The prefix sums are built chunk by chunk, so besides them only a chunk's terms are held.
-    """
-    n = len(xy)
-    c = np.empty(n + 1, dtype=np.int64)  # c[i] = sum of the edges before vertex i
-    c[0] = 0
-    last = rstart + ring_len - 1  # a ring's last vertex closes it to its first
-    for a in range(0, n, _CHUNK):
-        b = min(a + _CHUNK, n)
-        nxt = np.arange(a + 1, b + 1, dtype=np.int64)
-        lo, hi = np.searchsorted(last, [a, b])
-        nxt[last[lo:hi] - a] = rstart[lo:hi]
-        p, q = xy[a:b].astype(np.int64), xy[nxt].astype(np.int64)
-        w = p[:, 0] * q[:, 1]
-        w -= q[:, 0] * p[:, 1]
-        np.cumsum(w, out=c[a + 1:b + 1])
-        c[a + 1:b + 1] += c[a]
-
-    def span(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # edges a..b-1
-        return c[b] - c[a]
-
+def _run_area2(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs, corr: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Twice the signed area contributed by each run's edges, and by each whole ring (shoelace prefix
+    sums; ``corr``: what each vertex's outgoing edge stands for beyond itself, see :class:`_Skeleton`)."""
+    c = _edge_prefix(xy, rstart, ring_len)
+    c[1:] += np.cumsum(corr)
     rend = rstart + ring_len
     s, r = runs.start, runs.ring
-    e = s + runs.length
-    over = e > rend[r]
-    run = np.where(over, span(s, rend[r]) + span(rstart[r], e - ring_len[r]), span(s, np.minimum(e, rend[r])))
-    return run, span(rstart, rend)
+    run = _cyclic_span(c, rstart[r], rend[r], s, s + runs.length)
+    return run, c[rend] - c[rstart]
 
 
 # -- the dissolve ---------------------------------------------------------------------------------
@@ -436,10 +617,18 @@ def dissolve_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps: t
 
 def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps: tuple[int, int]
                       ) -> tuple[Rings, np.ndarray]:
-    """:func:`dissolve_rings` with the merged objects as rings: ``(Rings of the ok objects in order, ok)``."""
+    """:func:`dissolve_rings` with the merged objects as rings: ``(Rings of the ok objects in order, ok)``.
+
+    The passes run on the border skeleton of the pieces (:class:`_Skeleton`); the stretches off
+    the block-border lines are put back once, as the output is written.
+    """
     k = len(count)
     g_ring = np.repeat(np.asarray(group, dtype=np.int64), pieces.piece_rings)
-    xy, ring_len, edges, code = _densified(pieces.xy, pieces.ring_len, steps)
+    one = k == 1 or len(np.unique(g_ring)) == 1
+    sk = _skeleton(pieces.xy, pieces.ring_len, steps, None if one else g_ring)
+    xy, ring_len, edges, code, carry = _densified(sk.xy, sk.ring_len, steps)
+    orig, gap, corr, line = carry(sk.orig, -1), carry(sk.gap, 0), carry(sk.corr, 0), carry(sk.line, True)
+    del sk
     rstart = np.cumsum(ring_len) - ring_len
 
     def g_of(v: np.ndarray) -> np.ndarray:
@@ -447,8 +636,8 @@ def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps
 
     cancel = _cancelled(xy, g_of, edges, code)
     del edges, code
-    one = k == 1 or len(np.unique(g_ring)) == 1
-    pinch = _pinched(xy, None if one else np.repeat(g_ring, ring_len), cancel)
+    pinch = _pinched(xy, None if one else np.repeat(g_ring, ring_len), cancel | ~line)
+    del line
     runs = _runs(cancel, pinch, rstart, ring_len, g_ring)
     del pinch
     whole = np.flatnonzero(np.add.reduceat(cancel, rstart) == 0) if len(rstart) else np.zeros(0, dtype=np.int64)
@@ -456,7 +645,8 @@ def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps
     del cancel
     succ, badg = _successors(xy, rstart, ring_len, runs)
     cyc, pos = list_rank(succ)
-    a2_run, a2_ring = _run_area2(xy, rstart, ring_len, runs)
+    a2_run, a2_ring = _run_area2(xy, rstart, ring_len, runs, corr)
+    del corr
     # output rings: the cycles of runs, then the rings no run broke
     n_cyc = int(cyc.max()) + 1 if len(cyc) else 0
     ring_grp = np.zeros(n_cyc + len(whole), dtype=np.int64)
@@ -481,16 +671,26 @@ def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps
     use = seg_ring >= 0
     so = np.lexsort((seg_pos[use], seg_ring[use]))
     seg_ring, seg_src, seg_len, seg_srcring = (a[use][so] for a in (seg_ring, seg_src, seg_len, seg_srcring))
-    oxy, oring_len = _gather(xy, rstart, ring_len, seg_src, seg_len, seg_srcring, seg_ring, len(rorder))
+    (oxy, orig, gap), oring_len = _gather((xy, orig, gap), rstart, ring_len, seg_src, seg_len, seg_srcring,
+                                          seg_ring, len(rorder))
     del xy
-    oxy, oring_len = _drop_collinear(oxy, oring_len, steps)
+    keep = _collinear_kept(oxy, oring_len, steps)
+    if keep is not None:
+        oxy, orig, gap = oxy[keep], orig[keep], gap[keep]
+        oring_len = oring_len - np.bincount(np.repeat(np.arange(len(oring_len)), oring_len)[~keep],
+                                            minlength=len(oring_len))
     ogrp = ring_grp[rorder]
-    short = np.unique(ogrp[oring_len < 3])
+    full_len = oring_len + np.bincount(np.repeat(np.arange(len(oring_len)), oring_len), weights=gap,
+                                       minlength=len(oring_len)).astype(np.int64)
+    short = np.unique(ogrp[full_len < 3])
     if len(short):
         ok[short] = False
         keep_ring = ~np.isin(ogrp, short)
-        oxy = oxy[np.repeat(keep_ring, oring_len)]
+        sel = np.repeat(keep_ring, oring_len)
+        oxy, orig, gap = oxy[sel], orig[sel], gap[sel]
         oring_len, ogrp = oring_len[keep_ring], ogrp[keep_ring]
+    oxy, oring_len = _expand(oxy, orig, gap, oring_len, pieces.xy, np.cumsum(pieces.ring_len) - pieces.ring_len,
+                             pieces.ring_len)
     n_rings = np.bincount(ogrp, minlength=k)[ok] if len(ogrp) else np.zeros(int(ok.sum()), dtype=np.int64)
     return Rings(oxy, oring_len.astype(np.int64), n_rings.astype(np.int64)), ok
 
@@ -511,9 +711,11 @@ def _successors(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: 
     return succ, badg
 
 
-def _gather(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, src: np.ndarray, length: np.ndarray,
-            srcring: np.ndarray, oring: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """The vertices of the segments, in order (a segment wrapping past its ring's end is split in two)."""
+def _gather(cols: tuple[np.ndarray, ...], rstart: np.ndarray, ring_len: np.ndarray, src: np.ndarray,
+            length: np.ndarray, srcring: np.ndarray, oring: np.ndarray, n_out: int
+            ) -> tuple[list[np.ndarray], np.ndarray]:
+    """The per-vertex ``cols`` of the segments, in order (a segment wrapping past its ring's end is
+    split in two), and the vertices of each output ring."""
     rend = rstart[srcring] + ring_len[srcring]
     first = np.minimum(length, rend - src)
     rest = length - first
@@ -521,20 +723,21 @@ def _gather(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, src: np.nd
     len2 = np.stack([first, rest], axis=1).ravel()
     idx = np.arange(int(len2.sum()), dtype=np.int64)
     idx -= np.repeat(np.cumsum(len2) - len2 - src2, len2)
-    oxy = xy[idx]
+    out = [c[idx] for c in cols]
     del idx
-    return oxy, np.bincount(oring, weights=length, minlength=n_out).astype(np.int64)
+    return out, np.bincount(oring, weights=length, minlength=n_out).astype(np.int64)
 
 
-def _drop_collinear(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Rings without the vertices on a straight line through their neighbours.
+def _collinear_kept(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]) -> np.ndarray | None:
+    """Bool per vertex: not on a straight line through its neighbours (None: all are kept).
 
     Only vertices on block-border lines can be such (the unit vertices added there and the joins
-    of pieces); the pieces' own vertices are corners.
+    of pieces); the pieces' own vertices are corners, and a border vertex's neighbours are its
+    own in the skeleton too (a stand-in edge never touches a line).
     """
-    cand = np.flatnonzero((xy[:, 0] % steps[1] == 0) | (xy[:, 1] % steps[0] == 0))
+    cand = np.flatnonzero(_on_lines(xy, steps))
     if not len(cand):
-        return xy, ring_len
+        return None
     start = np.cumsum(ring_len) - ring_len
     r = np.searchsorted(start, cand, "right") - 1
     prv = np.where(cand == start[r], start[r] + ring_len[r] - 1, cand - 1)
@@ -543,10 +746,10 @@ def _drop_collinear(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     a, b = np.sign(p - xy[prv]), np.sign(xy[nxt] - p)
     coll = a[:, 0] * b[:, 1] == a[:, 1] * b[:, 0]
     if not coll.any():
-        return xy, ring_len
+        return None
     keep = np.ones(len(xy), dtype=bool)
     keep[cand[coll]] = False
-    return xy[keep], ring_len - np.bincount(r[coll], minlength=len(ring_len))
+    return keep
 
 
 __all__ = ["Rings", "dissolve_rings", "dissolve_to_rings"]
