@@ -11,6 +11,12 @@ block-border lines cancel and the surviving stretches of ring are relinked (righ
 pieces of one object touch diagonally). Each group's pixel count, confidence sum / count / max are
 summed. Every merged polygon's area is checked against its pixel count; a group that fails the
 check is dissolved alone by GEOS (:func:`union_pixel_polygons`).
+
+A scene-spanning object's pieces stay open until the last block row, so the open vertices grow
+with the scene. With a :class:`unetgeo.io.spill.SpillFile`, the vertices of every open batch of
+at least :data:`SPILL_VERTICES` wait on disk between rows (:class:`SpilledRings`; the ring and
+piece lengths and the statistics stay in memory) and are read back only when the batch is cut
+or dissolved, one batch at a time.
 """
 
 from __future__ import annotations
@@ -18,19 +24,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import shapely
 
 from unetgeo.dissolve import Rings, dissolve_rings, dissolve_to_rings
 from unetgeo.grid import Window
+from unetgeo.io.spill import SpillFile, SpillHandle
 from unetgeo.merge_util import components, release_freed_memory
 
 log = logging.getLogger(__name__)
 
 #: Vertices dissolved at once (groups are batched up to this; a larger group goes alone).
 CHUNK_VERTICES = 250_000
+#: Open batches of at least this many vertices wait in the spill file between rows (smaller ones
+#: cost more in calls than they hold, and small scenes then do no I/O at all).
+SPILL_VERTICES = 10_000
 
 @dataclass
 class PolygonBatch:
@@ -79,13 +89,56 @@ class PolygonBatch:
 
 
 @dataclass
+class SpilledRings:
+    """:class:`unetgeo.dissolve.Rings` whose vertices wait in a spill file; the ring and piece
+    lengths (one int a ring / piece) stay here, so chunks can be planned without a read.
+
+    Attributes:
+        spill: the file holding the vertices.
+        handle: where ``xy`` lies in it.
+        ring_len, piece_rings: as in :class:`unetgeo.dissolve.Rings`.
+    """
+
+    spill: SpillFile
+    handle: SpillHandle
+    ring_len: np.ndarray
+    piece_rings: np.ndarray
+
+    @staticmethod
+    def of(rings: Rings, spill: SpillFile) -> SpilledRings:
+        """``rings`` with their vertices written to ``spill`` (the caller lets go of ``rings``)."""
+        return SpilledRings(spill, spill.put(rings.xy), rings.ring_len, rings.piece_rings)
+
+    def __len__(self) -> int:
+        return len(self.piece_rings)
+
+    @property
+    def n_vertices(self) -> int:
+        return self.handle.shape[0]
+
+    def piece_vertices(self) -> np.ndarray:
+        """``(n,)`` int64 vertices of each polygon, as :meth:`Rings.piece_vertices` (from the lengths: no read)."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        return np.add.reduceat(self.ring_len, np.cumsum(self.piece_rings) - self.piece_rings)
+
+    def load(self) -> Rings:
+        """The rings, read back; once: their place in the spill file is freed."""
+        xy = self.spill.get(self.handle)
+        self.spill.free(self.handle)
+        return Rings(xy, self.ring_len, self.piece_rings)
+
+
+@dataclass
 class PieceBatch(PolygonBatch):
     """Pieces of objects open at a block border: a :class:`PolygonBatch` whose ``geom`` is
     :class:`unetgeo.dissolve.Rings` (8 bytes a vertex), since open pieces wait for the rows below
-    (a scene-spanning object's pieces wait to the last row). ``take`` takes a bool mask here.
+    (a scene-spanning object's pieces wait to the last row), or :class:`SpilledRings` while they
+    wait on disk (:func:`_in_memory` brings them back). ``take`` takes a bool mask here, and
+    rings in memory.
     """
 
-    geom: Rings
+    geom: Rings | SpilledRings
 
     @staticmethod
     def of(batch: PolygonBatch) -> PieceBatch:
@@ -111,16 +164,21 @@ class BlockEdges:
 class BorderMerge:
     """Border-merge state of a raster read in block rows (left to right, top to bottom).
 
-    Memory: the pieces of the objects still open plus two border rows of ids, ``O(width)``.
+    Memory: the pieces of the objects still open plus two border rows of ids, ``O(width)``; with a
+    ``spill``, the open pieces' vertices (all but those of small batches) wait on disk between
+    rows, and only their ring lengths and statistics stay in memory.
 
     Args:
         width: raster width in pixels.
         steps: block size ``(rows, cols)``; block borders lie on multiples of it.
+        spill: where the open batches of at least :data:`SPILL_VERTICES` vertices wait (None:
+            in memory). It must stay open until the last row's dissolve is done.
     """
 
-    def __init__(self, width: int, steps: tuple[int, int]):
+    def __init__(self, width: int, steps: tuple[int, int], spill: SpillFile | None = None):
         self.width = width
         self.steps = steps
+        self.spill = spill
         self.pending: list[PieceBatch] = []  # open pieces, one batch per block row (never concatenated)
         self.gids = np.zeros(0, dtype=np.int64)  # global id of each pending piece, ascending
         self._added: list[PieceBatch] = []  # this row's pieces, joined to pending at its end
@@ -194,15 +252,22 @@ class BorderMerge:
         open_ids = np.unique(self.carry_ids[self.carry_ids >= 0])
         done = ~np.isin(comp, np.unique(comp[np.searchsorted(self.gids, open_ids)]))
         if not done.any():
+            self.pending = [self._park(b) for b in self.pending]
             return None
         keep = ~done
-        finished, self.pending = _split_batches(self.pending, done)
+        finished, self.pending = _split_batches(self.pending, done, self._park)
         self.gids = self.gids[keep]
         kept_pairs = keep[pi].all(axis=1) if len(pi) else np.zeros(0, dtype=bool)
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
         del pairs, pi
         self.n_merged += int((np.bincount(comp[done]) > 1).sum())
         return _RowDissolve(finished, comp[done], self.steps)
+
+    def _park(self, batch: PieceBatch) -> PieceBatch:
+        """``batch`` as it waits for the next row: its vertices in the spill if it has one and the batch is large."""
+        if self.spill is None or not isinstance(batch.geom, Rings) or batch.geom.n_vertices < SPILL_VERTICES:
+            return batch
+        return replace(batch, geom=SpilledRings.of(batch.geom, self.spill))
 
     def close(self) -> None:
         """Check that nothing is left open (the last block row has no border below it)."""
@@ -223,11 +288,19 @@ def _each_batch(batches: list[PieceBatch], per_piece: np.ndarray) -> Iterator[tu
         del b
 
 
-def _split_batches(batches: list[PieceBatch], sel: np.ndarray) -> tuple[list[PieceBatch], list[PieceBatch]]:
-    """``(pieces where sel, the others)`` of ``batches`` (emptied here), batch by batch.
+def _in_memory(batch: PieceBatch) -> PieceBatch:
+    """``batch`` with its rings in memory (read back from the spill file if they wait there, freeing their place)."""
+    return replace(batch, geom=batch.geom.load()) if isinstance(batch.geom, SpilledRings) else batch
 
-    A batch wholly on one side moves without a copy; a split batch is let go once both of its
-    parts are taken, so no more than one batch is held twice.
+
+def _split_batches(batches: list[PieceBatch], sel: np.ndarray, park: Callable[[PieceBatch], PieceBatch]
+                   ) -> tuple[list[PieceBatch], list[PieceBatch]]:
+    """``(pieces where sel, park(the others))`` of ``batches`` (emptied here), batch by batch.
+
+    A batch wholly on one side moves without a copy (a spilled one without a read); a split batch
+    is read back if spilled and let go once both of its parts are taken, and its second part is
+    parked at once, so no more than one batch is held twice and the parts that stay open never
+    pile up in memory.
     """
     yes: list[PieceBatch] = []
     no: list[PieceBatch] = []
@@ -235,10 +308,11 @@ def _split_batches(batches: list[PieceBatch], sel: np.ndarray) -> tuple[list[Pie
         if m.all():
             yes.append(b)
         elif not m.any():
-            no.append(b)
+            no.append(park(b))
         else:
+            b = _in_memory(b)
             yes.append(b.take(m))
-            no.append(b.take(~m))
+            no.append(park(b.take(~m)))
     return yes, no
 
 
@@ -279,7 +353,7 @@ def _chunk_rings(held: list[PieceBatch], key: np.ndarray) -> dict[int, list[Ring
     """The rings of the pieces of ``held`` (emptied here) by ``key`` (one int a piece, -1: dropped), batch by batch."""
     out: dict[int, list[Rings]] = {}
     for b, k in _each_batch(held, key):
-        for v, rings in b.geom.split(k).items():
+        for v, rings in _in_memory(b).geom.split(k).items():
             out.setdefault(v, []).append(rings)
     return out
 
@@ -291,9 +365,9 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
     ``held`` is a list of batches of pieces (in ``comp``'s order), emptied here so the pieces can
     be freed. The groups of one piece go first, then the others chunk by chunk
     (:data:`CHUNK_VERTICES`), smallest groups first. The batches are cut into one set of rings
-    per chunk a batch at a time, each batch let go once cut, and each chunk let go once it is
-    dissolved, so the largest object (dissolved last) shares the memory with as few other
-    pieces as possible. With a ``pool`` and no more than two chunks' vertices in all, the groups
+    per chunk a batch at a time (a spilled batch read back just before it is cut), each batch
+    let go once cut, and each chunk let go once it is dissolved, so the largest object
+    (dissolved last) shares the memory with as few other pieces as possible. With a ``pool`` and no more than two chunks' vertices in all, the groups
     are split in two halves of about equal vertex count, dissolved side by side (the temporaries
     stay within one chunk's).
     """

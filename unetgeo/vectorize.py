@@ -53,6 +53,7 @@ from unetgeo.io.scene import (
     crs_equal,
     open_scene,
 )
+from unetgeo.io.spill import SpillFile
 from unetgeo.io.vector import (
     PolygonWriter,
     arrow_column,
@@ -660,20 +661,28 @@ def _run_blocks(job: _Job, grid: Grid, steps: tuple[int, int], sink: _Sink, merg
 
 
 def _write(classes_uri: str, confidence_uri: str | None, job_args: tuple, writer: PolygonWriter, sink: _Sink,
-           merge: BorderMerge, layer_ids: Sequence[int], run: tuple) -> tuple[int, tuple]:
-    """Polygonise every block into ``writer`` and publish it (abort on any error): ``(blocks, URIs)``."""
+           layer_ids: Sequence[int], run: tuple) -> tuple[int, int, tuple]:
+    """Polygonise every block into ``writer`` and publish it (abort on any error): ``(blocks, merged, URIs)``.
+
+    The border merge's open pieces wait in a spill file in the folder of the files being built
+    (a disk with room for the outputs; the system temp directory may be a tmpfs, i.e. memory).
+    It is closed, and so deleted, before anything is published or aborted.
+    """
     grid, steps, n_threads, bar, cache = run
     try:
-        with (SceneReader(classes_uri, cache_mib=cache) as cr,
+        with (SpillFile(os.path.dirname(os.path.abspath(writer.gpkg_tmp))) as spill,
+              SceneReader(classes_uri, cache_mib=cache) as cr,
               (SceneReader(confidence_uri, cache_mib=cache) if confidence_uri else _Null()) as fr):
+            merge = BorderMerge(grid.width, steps, spill)
             n_blocks = _run_blocks(_Job(cr, fr, *job_args), grid, steps, sink, merge, n_threads, bar)
+            log.debug("border-merge spill file: at most %.1f MB", spill.peak_bytes / 1e6)
         sink.flush()
         release_freed_memory()
         for cid in layer_ids:
             writer.ensure_layer(sink.name(cid))
         if not layer_ids and not sink.counts:
             writer.ensure_layer("polygons")
-        return n_blocks, writer.close()
+        return n_blocks, merge.n_merged, writer.close()
     except BaseException:
         writer.abort()
         raise
@@ -748,19 +757,18 @@ def vectorize(
     writer = PolygonWriter(out_uri, grid.crs_wkt, FIELDS, shapefile_uri=shp_uri, parquet_uri=pq_uri)
     sink = _Sink(writer, AreaModel(grid), names, min_area_m2=min_area_m2, simplify_m=simplify_m,
                  fill_holes_m2=fill_holes_m2, meta=meta, batch=batch_size)
-    merge = BorderMerge(grid.width, steps)
     try:
         job_args = (str(info.dtype), keep, grid.height, grid.width)
-        n_blocks, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer, sink, merge,
-                                                      layer_ids, (grid, steps, n_threads, bar, cache))
+        n_blocks, n_merged, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer, sink,
+                                                                layer_ids, (grid, steps, n_threads, bar, cache))
     finally:
         if bar is not None:
             bar.close()
     counts, km2 = _totals(sink, layer_ids)
     seconds = time.perf_counter() - t0
     log.info("vectorized %s -> %s: %s polygons in %.1f s (%d merged across blocks)",
-             classes_uri, out_uri, counts, seconds, merge.n_merged)
-    return VectorizeResult(out_uri, shp_uri, counts, km2, seconds, n_blocks, merge.n_merged, pq_uri)
+             classes_uri, out_uri, counts, seconds, n_merged)
+    return VectorizeResult(out_uri, shp_uri, counts, km2, seconds, n_blocks, n_merged, pq_uri)
 
 
 class _Null:
