@@ -35,6 +35,13 @@ import shapely
 from unetgeo.merge_util import list_rank, ring_area2
 
 
+def piece_vertices(ring_len: np.ndarray, piece_rings: np.ndarray) -> np.ndarray:
+    """``(n,)`` int64 vertices of each polygon, from the vertices of each ring and the rings of each polygon."""
+    if not len(piece_rings):
+        return np.zeros(0, dtype=np.int64)
+    return np.add.reduceat(ring_len, np.cumsum(piece_rings) - piece_rings)
+
+
 @dataclass
 class Rings:
     """Polygons with integer vertices as compact arrays (pixel-corner ``(col, row)`` coordinates).
@@ -59,9 +66,7 @@ class Rings:
 
     def piece_vertices(self) -> np.ndarray:
         """``(n,)`` int64 vertices of each polygon."""
-        if not len(self):
-            return np.zeros(0, dtype=np.int64)
-        return np.add.reduceat(self.ring_len, np.cumsum(self.piece_rings) - self.piece_rings)
+        return piece_vertices(self.ring_len, self.piece_rings)
 
     @staticmethod
     def empty() -> Rings:
@@ -752,4 +757,4 @@ def _collinear_kept(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int]
     return keep
 
 
-__all__ = ["Rings", "dissolve_rings", "dissolve_to_rings"]
+__all__ = ["Rings", "dissolve_rings", "dissolve_to_rings", "piece_vertices"]

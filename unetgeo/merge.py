@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import shapely
 
-from unetgeo.dissolve import Rings, dissolve_rings, dissolve_to_rings
+from unetgeo.dissolve import Rings, dissolve_rings, dissolve_to_rings, piece_vertices
 from unetgeo.grid import Window
 from unetgeo.io.spill import SpillFile, SpillHandle
 from unetgeo.merge_util import components, release_freed_memory
@@ -118,9 +118,7 @@ class SpilledRings:
 
     def piece_vertices(self) -> np.ndarray:
         """``(n,)`` int64 vertices of each polygon, as :meth:`Rings.piece_vertices` (from the lengths: no read)."""
-        if not len(self):
-            return np.zeros(0, dtype=np.int64)
-        return np.add.reduceat(self.ring_len, np.cumsum(self.piece_rings) - self.piece_rings)
+        return piece_vertices(self.ring_len, self.piece_rings)
 
     def load(self) -> Rings:
         """The rings, read back; once: their place in the spill file is freed."""
