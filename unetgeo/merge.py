@@ -259,7 +259,7 @@ class BorderMerge:
         self.pairs = [pairs[kept_pairs]] if kept_pairs.any() else []
         del pairs, pi
         self.n_merged += int((np.bincount(comp[done]) > 1).sum())
-        return _RowDissolve(finished, comp[done], self.steps)
+        return _RowDissolve(finished, comp[done], self.steps, self.spill)
 
     def _park(self, batch: PieceBatch) -> PieceBatch:
         """``batch`` as it waits for the next row: its vertices in the spill if it has one and the batch is large."""
@@ -336,38 +336,58 @@ class _RowDissolve:
     It lets go of its pieces when called, so that :func:`_merge_groups` can free them batch by batch.
     """
 
-    def __init__(self, pieces: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int]):
+    def __init__(self, pieces: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int],
+                 spill: SpillFile | None = None):
         self._pieces: list[PieceBatch] | None = pieces
-        self._comp, self._steps = comp, steps
+        self._comp, self._steps, self._spill = comp, steps, spill
 
     def __call__(self, emit: Callable[[PolygonBatch], None], pool: Executor | None = None) -> None:
         pieces, self._pieces = self._pieces, None
         if pieces is None:
             raise RuntimeError("a block row's dissolve ran twice")
-        _merge_groups(pieces, self._comp, self._steps, emit, pool)
+        _merge_groups(pieces, self._comp, self._steps, emit, pool, self._spill)
 
 
-def _chunk_rings(held: list[PieceBatch], key: np.ndarray) -> dict[int, list[Rings]]:
-    """The rings of the pieces of ``held`` (emptied here) by ``key`` (one int a piece, -1: dropped), batch by batch."""
-    out: dict[int, list[Rings]] = {}
+def _chunk_rings(held: list[PieceBatch], key: np.ndarray, spill: SpillFile | None = None
+                 ) -> dict[int, list[Rings | SpilledRings]]:
+    """The rings of the pieces of ``held`` (emptied here) by ``key`` (one int a piece, -1: dropped), batch by batch.
+
+    With a ``spill``, each batch's parts of at least :data:`SPILL_VERTICES` go back to it at once,
+    so that the chunks are sorted out through the file and only the chunk being dissolved is
+    read back (the last row's dissolve takes every open piece of the scene).
+    """
+    out: dict[int, list[Rings | SpilledRings]] = {}
     for b, k in _each_batch(held, key):
         for v, rings in _in_memory(b).geom.split(k).items():
-            out.setdefault(v, []).append(rings)
+            parked = spill is not None and rings.n_vertices >= SPILL_VERTICES
+            out.setdefault(v, []).append(SpilledRings.of(rings, spill) if parked else rings)
     return out
 
 
+def _loaded(parts: list[Rings | SpilledRings]) -> Rings:
+    """One :class:`Rings` of ``parts`` (emptied here), the spilled ones read back one at a time."""
+    parts.reverse()
+    loaded = []
+    while parts:
+        r = parts.pop()
+        loaded.append(r.load() if isinstance(r, SpilledRings) else r)
+    return Rings.concat(loaded)
+
+
 def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, int],
-                  emit: Callable[[PieceBatch], None], pool: Executor | None = None) -> None:
+                  emit: Callable[[PieceBatch], None], pool: Executor | None = None,
+                  spill: SpillFile | None = None) -> None:
     """One polygon per group (``comp`` = group label of each piece) of complete pieces, to ``emit``.
 
     ``held`` is a list of batches of pieces (in ``comp``'s order), emptied here so the pieces can
     be freed. The groups of one piece go first, then the others chunk by chunk
     (:data:`CHUNK_VERTICES`), smallest groups first. The batches are cut into one set of rings
     per chunk a batch at a time (a spilled batch read back just before it is cut), each batch
-    let go once cut, and each chunk let go once it is dissolved, so the largest object
-    (dissolved last) shares the memory with as few other pieces as possible. With a ``pool`` and no more than two chunks' vertices in all, the groups
-    are split in two halves of about equal vertex count, dissolved side by side (the temporaries
-    stay within one chunk's).
+    let go once cut; with a ``spill`` the cut parts wait in it, so only the chunk being dissolved
+    is in memory; and each chunk is let go once it is dissolved, so the largest object (dissolved
+    last) shares the memory with as few other pieces as possible. With a ``pool`` and no more
+    than two chunks' vertices in all, the groups are split in two halves of about equal vertex
+    count, dissolved side by side (the temporaries stay within one chunk's).
     """
     uniq, group = np.unique(comp, return_inverse=True)
     ng = len(uniq)
@@ -387,14 +407,14 @@ def _merge_groups(held: list[PieceBatch], comp: np.ndarray, steps: tuple[int, in
         cum = np.cumsum(nv[many])  # two halves by vertices; the largest group ends the second
         chunk[many] = cum > cum[-1] / 2
     key = np.where(single, 0, chunk[group] + 1)  # 0: the single pieces, c + 1: chunk c
-    rings = _chunk_rings(held, key)
+    rings = _chunk_rings(held, key, spill)
     if 0 in rings:
         g1 = group[single]
-        emit(PieceBatch(*(a[g1] for a in stats[:1]), Rings.concat(rings.pop(0)), *(a[g1] for a in stats[1:])))
+        emit(PieceBatch(*(a[g1] for a in stats[:1]), _loaded(rings.pop(0)), *(a[g1] for a in stats[1:])))
     parts = [(group[key == k], k) for k in sorted(rings, reverse=True)]  # popped from the end: smallest first
 
     def chunk_job(g: np.ndarray, k: int) -> list:
-        return [(g, Rings.concat(rings.pop(k)))]
+        return [(g, _loaded(rings.pop(k)))]
 
     if halves:
         futures = []
