@@ -247,23 +247,28 @@ class _Skeleton:
     line: np.ndarray
 
 
-def _repeated(xy: np.ndarray, rstart: np.ndarray, g_ring: np.ndarray | None) -> np.ndarray:
+def _repeated(xy: np.ndarray, rstart: np.ndarray, g_ring: np.ndarray | None,
+              skip: np.ndarray | None = None) -> np.ndarray:
     """Bool per vertex: another vertex of the same object (``g_ring``: object of each ring, None: one
-    object) is at the same point (where a piece touches itself or another piece diagonally).
+    object) is at the same point (where a piece touches itself or another piece diagonally);
+    never where ``skip``.
 
-    One key per vertex (int32 where ``(object, x, y)`` fits, as for one object up to 46k² pixels)
-    and one sorted copy of it.
+    One key per vertex (int32 where ``(object, x, y)`` fits, as for one object up to 46k² pixels,
+    the skipped vertices given keys of their own below zero), one sorted copy of it for the
+    repeated keys, then the lookup chunk by chunk: the temporaries of a scene-spanning object
+    stay two key arrays.
     """
     if not len(xy):
         return np.zeros(0, dtype=bool)
     lo = xy.min(axis=0).astype(np.int64)
     span = xy.max(axis=0).astype(np.int64) - lo + 1
-    n_keys = (int(g_ring.max()) + 1 if g_ring is not None else 1) * int(span[0]) * int(span[1])
-    kt = np.int32 if n_keys < 2**31 else np.int64
+    n_skip = int(skip.sum()) if skip is not None else 0
+    n_keys = (int(g_ring.max()) + 1 if g_ring is not None else 1) * int(span[0]) * int(span[1]) + n_skip + 1
     if n_keys >= 2**62:
         g = np.zeros(len(xy), np.int64) if g_ring is None else np.repeat(g_ring, np.diff(np.r_[rstart, len(xy)]))
         key = _pack(g, xy[:, 0].astype(np.int64) - lo[0], xy[:, 1].astype(np.int64) - lo[1])
     else:
+        kt = np.int32 if n_keys < 2**31 else np.int64
         key = np.empty(len(xy), dtype=kt)
         for a in range(0, len(xy), _CHUNK):
             p = xy[a:a + _CHUNK]
@@ -275,6 +280,10 @@ def _repeated(xy: np.ndarray, rstart: np.ndarray, g_ring: np.ndarray | None) -> 
             k *= kt(span[1])
             k += p[:, 1] - kt(lo[1])
             key[a:a + _CHUNK] = k
+    if n_skip:
+        c = np.flatnonzero(skip)
+        key[c] = -1 - np.arange(len(c), dtype=key.dtype)
+        del c
     ks = np.sort(key)
     dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
     del ks
@@ -316,13 +325,13 @@ def _skeleton(xy: np.ndarray, ring_len: np.ndarray, steps: tuple[int, int], g_ri
     return _Skeleton(xy[kept], nk, kept, gap, corr, line)
 
 
-def _expand(sxy: np.ndarray, orig: np.ndarray, gap: np.ndarray, ring_len: np.ndarray,
-            xy: np.ndarray, in_start: np.ndarray, in_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Output rings in skeleton vertices (``sxy``, their input index ``orig`` and ``gap``) with the
-    left-out stretches of the input rings (``xy``, ``in_start``, ``in_len``) put back: ``(xy, ring_len)``."""
+def _expand(sxy: np.ndarray, orig: np.ndarray, gap: np.ndarray,
+            xy: np.ndarray, in_start: np.ndarray, in_len: np.ndarray) -> np.ndarray:
+    """The vertices of output rings given in skeleton vertices (``sxy``, their input index ``orig``
+    and ``gap``), with the left-out stretches of the input rings (``xy``, ``in_start``, ``in_len``) put back."""
     total = len(sxy) + int(gap.sum())
     if total == len(sxy):
-        return sxy, ring_len
+        return sxy
     out = np.empty((total, 2), dtype=np.int32)
     pos = np.arange(len(sxy), dtype=np.int64)
     pos += np.cumsum(gap) - gap
@@ -343,9 +352,7 @@ def _expand(sxy: np.ndarray, orig: np.ndarray, gap: np.ndarray, ring_len: np.nda
     cut = np.searchsorted(np.cumsum(seg_len[small]), np.arange(_CHUNK, int(seg_len[small].sum()) + _CHUNK, _CHUNK))
     for part in np.split(small, np.unique(cut[:-1] + 1)):
         out[_ranges(seg_dst[part], seg_len[part])] = xy[_ranges(seg_src[part], seg_len[part])]
-    full_len = ring_len + np.bincount(np.repeat(np.arange(len(ring_len)), ring_len), weights=gap,
-                                      minlength=len(ring_len)).astype(np.int64)
-    return out, full_len
+    return out
 
 
 # -- per-vertex passes ----------------------------------------------------------------------------
@@ -466,40 +473,6 @@ def _cancelled(xy: np.ndarray, g_of: np.ndarray, edges: np.ndarray, code: np.nda
     del s, g
     cancel[edges[_in_sorted(k_self, k_twin)]] = True
     return cancel
-
-
-def _pinched(xy: np.ndarray, g_vertex: np.ndarray | None, skip: np.ndarray) -> np.ndarray:
-    """Bool per vertex: two surviving edges of one object start there (pieces touching diagonally);
-    never where ``skip`` (cancelled edges start nowhere; vertices off the block-border lines meet
-    no other piece).
-
-    One key per vertex (int32 when ``(group, x, y)`` fits, as for one object up to 46k² pixels),
-    one sorted copy of it for the repeated keys, then the lookup chunk by chunk: the temporaries
-    of a scene-spanning object stay two key arrays, not four.
-    """
-    lo = xy.min(axis=0).astype(np.int64) if len(xy) else np.zeros(2, dtype=np.int64)
-    span = xy.max(axis=0).astype(np.int64) - lo + 1 if len(xy) else np.ones(2, dtype=np.int64)
-    ng = int(g_vertex.max()) + 1 if g_vertex is not None and len(g_vertex) else 1
-    n_keys = ng * int(span[0]) * int(span[1]) + int(skip.sum()) + 1
-    if n_keys >= 2**62:
-        key = _pack(np.zeros(len(xy), np.int64) if g_vertex is None else g_vertex.astype(np.int64),
-                    xy[:, 0].astype(np.int64) - lo[0], xy[:, 1].astype(np.int64) - lo[1])
-    else:
-        kt = np.int32 if n_keys < 2**31 else np.int64
-        key = np.zeros(len(xy), dtype=kt) if g_vertex is None else g_vertex.astype(kt)
-        key *= kt(span[0])
-        key += xy[:, 0]
-        key -= kt(lo[0])
-        key *= kt(span[1])
-        key += xy[:, 1]
-        key -= kt(lo[1])
-    c = np.flatnonzero(skip)
-    key[c] = -1 - np.arange(len(c), dtype=key.dtype)
-    del c
-    ks = np.sort(key)
-    dup = np.unique(ks[1:][ks[1:] == ks[:-1]])
-    del ks
-    return _in_sorted(dup, key)
 
 
 #: vertices per step of the chunked passes over a scene-spanning object
@@ -641,7 +614,9 @@ def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps
 
     cancel = _cancelled(xy, g_of, edges, code)
     del edges, code
-    pinch = _pinched(xy, None if one else np.repeat(g_ring, ring_len), cancel | ~line)
+    # two surviving edges of one object start at the vertex (pieces touching diagonally): never where
+    # a cancelled edge starts, nor off the block-border lines and touch points (there no other piece is)
+    pinch = _repeated(xy, rstart, None if one else g_ring, cancel | ~line)
     del line
     runs = _runs(cancel, pinch, rstart, ring_len, g_ring)
     del pinch
@@ -694,10 +669,10 @@ def dissolve_to_rings(pieces: Rings, group: np.ndarray, count: np.ndarray, steps
         sel = np.repeat(keep_ring, oring_len)
         oxy, orig, gap = oxy[sel], orig[sel], gap[sel]
         oring_len, ogrp = oring_len[keep_ring], ogrp[keep_ring]
-    oxy, oring_len = _expand(oxy, orig, gap, oring_len, pieces.xy, np.cumsum(pieces.ring_len) - pieces.ring_len,
-                             pieces.ring_len)
+        full_len = full_len[keep_ring]
+    oxy = _expand(oxy, orig, gap, pieces.xy, np.cumsum(pieces.ring_len) - pieces.ring_len, pieces.ring_len)
     n_rings = np.bincount(ogrp, minlength=k)[ok] if len(ogrp) else np.zeros(int(ok.sum()), dtype=np.int64)
-    return Rings(oxy, oring_len.astype(np.int64), n_rings.astype(np.int64)), ok
+    return Rings(oxy, full_len, n_rings.astype(np.int64)), ok
 
 
 def _successors(xy: np.ndarray, rstart: np.ndarray, ring_len: np.ndarray, runs: _Runs) -> tuple[np.ndarray, np.ndarray]:
