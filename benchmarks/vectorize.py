@@ -115,15 +115,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per mask, ours and the peers alternating")
     ap.add_argument("--big-size", type=int, default=0, help="also measure our peak RSS on a mask this big")
     ap.add_argument("--speed-repeat", type=int, default=None,
-                    help="runs per mask of the speed comparison (default: --repeat; gdal_polygonize.py takes "
-                         "about 150 s a run on the fragmented mask)")
+                    help="runs per mask of the speed comparison (default: --repeat; 0: memory only; "
+                         "gdal_polygonize.py takes about 150 s a run on the fragmented mask)")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="unetgeo-bench-")
     print(f"machine: {machine()}; nproc {os.cpu_count()}; load {load_average()}")
     with tempfile.TemporaryDirectory() as out:
         for kind, mask in zip(("blobby", "fragmented"), ensure_masks(d, a.size), strict=True):
-            runs = [measure(mask, out) for _ in range(a.speed_repeat or a.repeat)]
-            report(kind, runs)
+            n = a.repeat if a.speed_repeat is None else a.speed_repeat
+            if n:
+                report(kind, [measure(mask, out) for _ in range(n)])
         if a.big_size:
             masks = ensure_masks(d, a.size)[0], ensure_blobby_mask(d, a.big_size)
             for parquet, what in ((False, "GeoPackage"), (True, "GeoPackage + GeoParquet")):
