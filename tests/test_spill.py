@@ -117,7 +117,7 @@ def test_gaps_are_reused_and_joined(tmp_path):
 def test_threads_read_and_free_while_the_main_thread_puts(tmp_path):
     """As in vectorize: workers read back (and free) batches while the main thread appends more, into reused gaps."""
     n, n_readers = 400, 4
-    todo: queue.Queue = queue.Queue()
+    todo: queue.Queue = queue.Queue(maxsize=8)  # the puts wait for the readers: a slow machine too
     bad: list[int] = []
 
     def content(i: int) -> np.ndarray:

@@ -174,3 +174,92 @@ def test_arrow_allocates_from_malloc_unless_the_user_chose_a_pool():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "mimalloc"
+
+
+def _triggers(db):
+    return sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
+
+
+def test_huge_objects_spooled_into_the_geopackage_are_the_same_polygons(tmp_path, monkeypatch, caplog):
+    """Objects over HUGE_VERTICES go to the GeoPackage as a placeholder whose blob is swapped after GDAL closes:
+    the same rows, R-tree, triggers and extent as when GDAL writes them, and the GeoParquet and Shapefile too."""
+    import logging
+
+    import pyarrow.parquet as pq
+
+    import unetgeo.vectorize as vec
+
+    cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
+    kw = dict(block_px=32, parquet=True, class_names=["a", "b", "c"])
+    monkeypatch.setattr(vec, "HUGE_VERTICES", 10**12)
+    whole = vectorize(cu, str(tmp_path / "whole" / "p.gpkg"), **kw)
+    monkeypatch.setattr(vec, "HUGE_VERTICES", 12)  # every merged object but the smallest
+    with caplog.at_level(logging.DEBUG, logger="unetgeo.io.vector"):
+        spooled = vectorize(cu, str(tmp_path / "spooled" / "p.gpkg"), **kw)
+    n_spooled = [r.args[0] for r in caplog.records if "spooled polygons" in r.getMessage()]
+    assert n_spooled and n_spooled[0] >= 5
+    assert spooled.counts == whole.counts
+    assert pd_concat(spooled.out_uri) == pd_concat(whole.out_uri)
+    with sqlite3.connect(spooled.out_uri) as s, sqlite3.connect(whole.out_uri) as w:
+        assert s.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert _triggers(s) == _triggers(w)
+        for name in "abc":
+            # huge objects are written alone, before the rest of their batch: the same rows, other fids
+            q = f'SELECT geom, class_id, area_m2, perimeter_m, mean_conf, max_conf FROM "{name}" ORDER BY geom'
+            assert s.execute(q).fetchall() == w.execute(q).fetchall()  # the blobs byte for byte, header included
+            r = (f'SELECT t.geom, minx, maxx, miny, maxy FROM "rtree_{name}_geom" JOIN "{name}" t ON t.fid = id '
+                 "ORDER BY t.geom")
+            assert s.execute(r).fetchall() == w.execute(r).fetchall()
+        ext = "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents ORDER BY table_name"
+        assert s.execute(ext).fetchall() == w.execute(ext).fetchall()
+    info = pyogrio.read_info(spooled.out_uri, layer="b")
+    xmin, ymin, xmax, ymax = info["total_bounds"]
+    half = (xmin, ymin, (xmin + xmax) / 2, ymax)
+    a = pyogrio.read_dataframe(spooled.out_uri, layer="b", bbox=half)
+    b = pyogrio.read_dataframe(whole.out_uri, layer="b", bbox=half)
+    assert 0 < len(a) == len(b) < info["features"]
+    cols = ["class_id", "area_m2", "perimeter_m", "geometry", "bbox"]
+    ta, tw = (pq.read_table(u, columns=cols).to_pylist() for u in (spooled.parquet_uri, whole.parquet_uri))
+    assert sorted(ta, key=lambda r: r["geometry"]) == sorted(tw, key=lambda r: r["geometry"])
+    sa, sw = (sorted(shapely.to_wkb(pyogrio.read_dataframe(u).geometry.values))
+              for u in (spooled.shapefile_uri, whole.shapefile_uri))
+    assert sa == sw
+    assert sorted(p.name for p in (tmp_path / "spooled").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+
+def test_a_swap_onto_a_row_that_is_not_its_placeholder_fails_and_changes_nothing(tmp_path, monkeypatch):
+    import unetgeo.vectorize as vec
+    from unetgeo.io.vector import _swap_blobs
+
+    cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
+    monkeypatch.setattr(vec, "HUGE_VERTICES", 40)
+    out = vectorize(cu, str(tmp_path / "p.gpkg"), block_px=32, shapefile=False, class_names=["a", "b", "c"]).out_uri
+    with sqlite3.connect(out) as db:
+        before = db.execute('SELECT fid, geom FROM "b" ORDER BY fid').fetchall(), _triggers(db)
+    spool = tmp_path / "spool"
+    spool.write_bytes(b"\1" * 1000)
+    with open(spool, "rb") as f, pytest.raises(RuntimeError, match="row 2 of layer b is not the placeholder"):
+        _swap_blobs(out, [("b", 2, b"not this row", (0, 1000))], f)
+    with sqlite3.connect(out) as db:
+        assert (db.execute('SELECT fid, geom FROM "b" ORDER BY fid').fetchall(), _triggers(db)) == before
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_polygon_wkb_streamed_in_pieces_is_the_one_piece_wkb(monkeypatch):
+    import unetgeo.io.wkb as W
+    from unetgeo.dissolve import Rings
+
+    g = shapely.Polygon([(0, 0), (100, 0), (100, 100), (0, 100)],
+                        [[(10, 10), (10, 20), (20, 20), (20, 10)], [(30, 30), (30, 40), (40, 40), (40, 35), (40, 30)],
+                         [(60, 60), (60, 61), (61, 61), (61, 60)]])
+    r = Rings.from_polygons(np.array([g]))
+    tr = (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    ref, per, bnd = W.rings_wkb(r.xy, r.ring_len, r.piece_rings, tr)
+    assert shapely.equals(shapely.from_wkb(ref[0].as_py()), shapely.affinity.affine_transform(g, [10, 0, 0, -10, 500000, 5000000]))
+    for chunk in (2, 3, 4, 5, 6, 9, 1 << 18):  # rings longer than a chunk are cut in slices; runs of short rings
+        monkeypatch.setattr(W, "CHUNK", chunk)
+        parts = []
+        n, perimeter, bounds = W.stream_polygon_wkb(parts.append, r.xy, r.ring_len, tr)
+        got = b"".join(bytes(p) for p in parts)
+        assert got == ref[0].as_py() and n == len(got)
+        assert perimeter == pytest.approx(per[0]) and np.array_equal(bounds, bnd[0])

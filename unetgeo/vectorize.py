@@ -62,7 +62,7 @@ from unetgeo.io.vector import (
     polygonize_labels,
     raw_times,
 )
-from unetgeo.io.wkb import rings_wkb
+from unetgeo.io.wkb import rings_wkb, stream_polygon_wkb
 from unetgeo.merge import BlockEdges, BorderMerge, PieceBatch, PolygonBatch, release_freed_memory
 from unetgeo.parallel import run_on_each_thread
 from unetgeo.runs import RunPolygons, polygonize_runs, run_density
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 NODATA = 255
 #: Vertices buffered before a write, whatever ``batch_size`` says (a few huge polygons are a batch too).
 SINK_VERTICES = 250_000
+#: A merged object with more vertices is written alone, its WKB spooled to disk in pieces (not held by GDAL).
+HUGE_VERTICES = 50_000
 #: Runs per pixel (sampled) above which a block goes to GDAL rather than the run tracer.
 RUNS_MAX_DENSITY = 0.012
 #: Attribute schema of every polygon (``geometry`` is WKB). Times are UTC.
@@ -462,13 +464,37 @@ class _Sink:
         parts.reverse()
         while parts:
             cid, q, r = parts.pop()
+            cols = {"area_m2": self.area.polygon_areas_m2(q.count, None), **_confidence(q)}
+            huge = r.piece_vertices() > HUGE_VERTICES
+            if huge.any():
+                self._write_huge(cid, cols, r, huge)
+                r, cols = r.take(~huge), {k: v[~huge] for k, v in cols.items()}
+                if not len(r):
+                    continue
             wkb, perimeter, bounds = rings_wkb(r.xy, r.ring_len, r.piece_rings, self.area.grid.transform)
             del r
-            self._write(cid, {"area_m2": self.area.polygon_areas_m2(q.count, None),
-                              "perimeter_m": perimeter * self.area.unit_m, **_confidence(q)}, wkb, bounds)
+            self._write(cid, {**cols, "perimeter_m": perimeter * self.area.unit_m}, wkb, bounds)
 
-    def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any, bounds: np.ndarray) -> None:
-        """Append one table of class ``cid`` (columns ``c``, WKB geometries with their ``(n, 4)`` bounds) to the outputs."""
+    def _write_huge(self, cid: int, cols: dict[str, np.ndarray], r: Rings, huge: np.ndarray) -> None:
+        """Write the polygons of ``r`` where ``huge`` one by one, their WKB encoded in pieces into the writer's spool."""
+        first_ring = np.cumsum(r.piece_rings) - r.piece_rings
+        rstart = np.r_[0, np.cumsum(r.ring_len)]
+        transform = self.area.grid.transform
+        for i in np.flatnonzero(huge).tolist():
+            r0, r1 = int(first_ring[i]), int(first_ring[i] + r.piece_rings[i])
+            xy, ring_len = r.xy[rstart[r0]:rstart[r1]], r.ring_len[r0:r1]
+            handle, (_, perimeter, bounds) = self.writer.spool(
+                lambda write, xy=xy, ring_len=ring_len: stream_polygon_wkb(write, xy, ring_len, transform))
+            c = {k: v[i:i + 1] for k, v in cols.items()}
+            self._write(cid, {**c, "perimeter_m": np.array([perimeter * self.area.unit_m])}, None, bounds, handle)
+
+    def _write(self, cid: int, c: dict[str, np.ndarray], wkb: Any, bounds: np.ndarray,
+               spooled: tuple[int, int] | None = None) -> None:
+        """Append one table of class ``cid`` (columns ``c``, WKB geometries with their ``(n, 4)`` bounds) to the outputs.
+
+        With ``spooled`` (and ``wkb`` None), the one polygon's WKB lies in the writer's spool
+        (:meth:`unetgeo.io.vector.PolygonWriter.write_spooled`).
+        """
         n = len(c["area_m2"])
         has_conf = c["max_conf"] >= 0
         arrays = {
@@ -483,9 +509,12 @@ class _Sink:
             "acquired": raw_times(n, self.meta["acquired"]),  # int64 ms: see PolygonWriter.write
             "created": raw_times(n, self.meta["created"]),
         }
-        table = pa.table({**arrays, "geometry": wkb})
-        del wkb
-        self.writer.write(self.name(cid), table, bounds)
+        if spooled is not None:
+            self.writer.write_spooled(self.name(cid), pa.table(arrays), spooled, bounds)
+        else:
+            table = pa.table({**arrays, "geometry": wkb})
+            del wkb
+            self.writer.write(self.name(cid), table, bounds)
         self.counts[cid] = self.counts.get(cid, 0) + n
         self.area_m2[cid] = self.area_m2.get(cid, 0.0) + float(c["area_m2"].sum())
 

@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -77,6 +78,9 @@ class PolygonWriter(PublishOnExit):
         self._pq: Any = None
         self._gpkg = _ArrowGpkg.create(self.gpkg_tmp, crs_wkt)
         self._layers: set[str] = set()
+        self._rows: dict[str, int] = {}  # rows written to each GeoPackage layer: the next row's fid - 1
+        self._spool: Any = None  # nameless file of spooled WKB (see spool)
+        self._swaps: list[tuple[str, int, bytes, tuple[int, int]]] = []
         self._shp_started = False
         self.closed = False
 
@@ -95,6 +99,10 @@ class PolygonWriter(PublishOnExit):
         """
         if self._gpkg is not None:
             self._gpkg.write(layer, table, self.schema)
+        self._write_others(layer, table, bounds)
+
+    def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None) -> None:
+        """The Shapefile, the GeoParquet file, and the GeoPackage where GDAL's C API is not used."""
         if self._gpkg is None or self.shp_tmp or (self.pq_tmp and table.num_rows):
             typed = _typed(table, self.schema)
             if self._gpkg is None or self.shp_tmp:
@@ -102,6 +110,46 @@ class PolygonWriter(PublishOnExit):
             if self.pq_tmp and table.num_rows:
                 self._write_parquet(typed, bounds)
         self._layers.add(layer)
+        self._rows[layer] = self._rows.get(layer, 0) + table.num_rows
+
+    def spool(self, encode: Any) -> tuple[tuple[int, int], Any]:
+        """Run ``encode(write)``, which writes one polygon's WKB in pieces, into the writer's spool file.
+
+        Returns ``((offset, length) of the WKB, what encode returned)`` for :meth:`write_spooled`.
+        """
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(dir=os.path.dirname(self.gpkg_tmp), prefix=".unetgeo-wkb-")
+        f = self._spool
+        f.seek(0, os.SEEK_END)
+        start = f.tell()
+        out = encode(f.write)
+        return (start, f.tell() - start), out
+
+    def write_spooled(self, layer: str, table: Any, handle: tuple[int, int], bounds: np.ndarray) -> None:
+        """Append one polygon whose WKB lies in the spool (:meth:`spool`); ``table``: its one row, no geometry.
+
+        The GeoPackage gets the polygon's envelope rectangle through GDAL (so its R-tree, extent and
+        header envelope are the polygon's), and the real WKB is copied over it from the spool, a few
+        MB at a time, once GDAL has closed the file (:func:`_swap_blobs`): a scene-spanning outline is
+        never held by GDAL (as WKB, OGR geometry and blob). The GeoParquet file and the Shapefile
+        take the WKB as a whole.
+        """
+        import pyarrow as pa
+
+        bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
+        if self._gpkg is not None:
+            placeholder = shapely.to_wkb(shapely.box(*bounds.tolist(), ccw=True), byte_order=1)
+            self._gpkg.write(layer, table.append_column("geometry", pa.array([placeholder], pa.binary())), self.schema)
+            self._swaps.append((layer, self._rows.get(layer, 0) + 1, placeholder, handle))  # its fid
+        if self._gpkg is None or self.shp_tmp or self.pq_tmp:
+            self._spool.seek(handle[0])
+            wkb = self._spool.read(handle[1])
+            full = table.append_column("geometry", pa.array([wkb], pa.binary() if len(wkb) < 2**31 else pa.large_binary()))
+            del wkb
+            self._write_others(layer, full, bounds.reshape(1, 4))
+        else:
+            self._layers.add(layer)
+            self._rows[layer] = self._rows.get(layer, 0) + 1
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
         """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
@@ -161,6 +209,9 @@ class PolygonWriter(PublishOnExit):
         try:
             if self._gpkg is not None:
                 self._gpkg.close()  # builds the spatial indexes
+                if self._swaps:
+                    _swap_blobs(self.gpkg_tmp, self._swaps, self._spool)
+                    log.debug("%d spooled polygons put into %s", len(self._swaps), self.gpkg_tmp)
             if self.pq_tmp:
                 if self._pq is None:  # no polygon at all: an empty file with the full schema
                     self._write_parquet(self._empty_table())
@@ -195,6 +246,9 @@ class PolygonWriter(PublishOnExit):
     def _cleanup(self) -> None:
         if self._gpkg is not None:
             self._gpkg.close()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         if self._pq is not None:
             try:
                 self._pq.close()
@@ -210,6 +264,66 @@ class PolygonWriter(PublishOnExit):
             shutil.rmtree(self.shp_dir, ignore_errors=True)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+#: GeoPackage binary header: envelope bytes by the flags' envelope indicator (bits 1-3).
+_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+_UPDATE_TRIGGER = re.compile(r"\b(AFTER|BEFORE|INSTEAD\s+OF)\s+UPDATE\b", re.IGNORECASE)
+
+
+def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int]]], spool: Any,
+                piece: int = 4 << 20) -> None:
+    """Put the spooled WKB of each ``(table, fid, placeholder WKB, (offset, length))`` into the GeoPackage.
+
+    In one transaction: the table's UPDATE triggers (GDAL's R-tree triggers, which call
+    SpatiaLite-style functions plain sqlite3 lacks) are dropped, each row's blob is replaced by a
+    zeroed blob of the new size, its GeoPackage header (kept from the placeholder: the same
+    envelope) and WKB written into it in pieces, and the triggers created again. The envelope
+    does not change, so the R-tree stays right. A row whose blob is not its placeholder is an error.
+    """
+    import sqlite3
+
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        for table in dict.fromkeys(t for t, *_ in swaps):
+            geom = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)).fetchone()[0]
+            triggers = [sql for (sql,) in con.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,))
+                if sql and _UPDATE_TRIGGER.search(sql)]
+            names = [n for (n, sql) in con.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,))
+                if sql and _UPDATE_TRIGGER.search(sql)]
+            for n in names:
+                con.execute(f'DROP TRIGGER "{n}"')
+            for t, fid, placeholder, (off, length) in swaps:
+                if t != table:
+                    continue
+                row = con.execute(f'SELECT "{geom}" FROM "{table}" WHERE rowid = ?', (fid,)).fetchone()
+                old = bytes(row[0]) if row and row[0] is not None else b""
+                head = 8 + _GPKG_ENVELOPE.get((old[3] >> 1) & 7, -1) if len(old) > 8 and old[:2] == b"GP" else -1
+                if head < 8 or old[head:] != placeholder:
+                    raise RuntimeError(f"{path}: row {fid} of layer {table} is not the placeholder written for it")
+                con.execute(f'UPDATE "{table}" SET "{geom}" = zeroblob(?) WHERE rowid = ?', (head + length, fid))
+                with con.blobopen(table, geom, fid) as blob:
+                    blob.write(old[:head])
+                    spool.seek(off)
+                    left = length
+                    while left:
+                        data = spool.read(min(piece, left))
+                        if not data:
+                            raise OSError(f"{path}: the spooled WKB of row {fid} of layer {table} is cut short")
+                        blob.write(data)
+                        left -= len(data)
+            for sql in triggers:
+                con.execute(sql)
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
 
 
 #: Shapefile field names are <= 10 characters.

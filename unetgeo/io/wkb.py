@@ -90,6 +90,57 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
     return arr, perimeter, bounds
 
 
+def stream_polygon_wkb(write: Any, xy: np.ndarray, ring_len: np.ndarray,
+                       transform: tuple[float, ...]) -> tuple[int, float, np.ndarray]:
+    """Write the WKB of one polygon (rings in pixel coordinates, shell first) through ``write`` in pieces.
+
+    The bytes are those :func:`rings_wkb` gives for the polygon, produced :data:`CHUNK` vertices
+    at a time: rings are encoded in runs of whole rings, a ring longer than a chunk in slices.
+
+    Returns:
+        ``(bytes written, perimeter in map units, bounds (4,) xmin, ymin, xmax, ymax)``.
+    """
+    a, b, c, d, e, f = (float(t) for t in transform[:6])
+    ring_len = np.asarray(ring_len, dtype=np.int64)
+    write(np.array([1], dtype=np.uint8).tobytes() + np.array([3, len(ring_len)], dtype="<u4").tobytes())
+    n, perimeter = 9, 0.0
+    bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
+    rstart = np.cumsum(ring_len) - ring_len
+    i = 0
+    while i < len(ring_len):
+        if ring_len[i] >= CHUNK:  # one long ring, slice by slice (the closing vertex after the last)
+            k, s0 = int(ring_len[i]), int(rstart[i])
+            write(np.array([k + 1], dtype="<u4").tobytes())
+            n += 4
+            for lo in range(0, k + 1, CHUNK):
+                src = np.arange(lo, min(k + 1, lo + CHUNK + 1)) % k + s0  # one vertex of overlap
+                col, row = xy[src, 0].astype(np.float64), xy[src, 1].astype(np.float64)
+                x, y = a * col + b * row + c, d * col + e * row + f
+                perimeter += float(np.hypot(np.diff(x), np.diff(y)).sum())
+                bounds = np.r_[np.minimum(bounds[:2], [x.min(), y.min()]), np.maximum(bounds[2:], [x.max(), y.max()])]
+                m = min(CHUNK, k + 1 - lo)
+                out = np.empty((m, 2), dtype="<f8")
+                out[:, 0], out[:, 1] = x[:m], y[:m]
+                write(out.tobytes())
+                n += out.nbytes
+            i += 1
+            continue
+        j = i + 1  # a run of whole rings of at most CHUNK vertices
+        total = int(ring_len[i])
+        while j < len(ring_len) and ring_len[j] < CHUNK and total + ring_len[j] <= CHUNK:
+            total += int(ring_len[j])
+            j += 1
+        s0, s1 = int(rstart[i]), int(rstart[j - 1] + ring_len[j - 1])
+        arr, per, bnd = rings_wkb(xy[s0:s1], ring_len[i:j], np.array([j - i]), transform)
+        body = memoryview(arr.buffers()[2]).cast("B")[9:]
+        write(body)
+        n += len(body)
+        perimeter += float(per[0])
+        bounds = np.r_[np.minimum(bounds[:2], bnd[0, :2]), np.maximum(bounds[2:], bnd[0, 2:])]
+        i = j
+    return n, perimeter, bounds
+
+
 def _bounds_at(bounds: np.ndarray, poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     """Widen ``bounds`` (n, 4) of polygons ``poly`` (nondecreasing, one a vertex) to take in ``(x, y)``."""
     starts = np.flatnonzero(np.r_[True, poly[1:] != poly[:-1]])
@@ -98,4 +149,4 @@ def _bounds_at(bounds: np.ndarray, poly: np.ndarray, x: np.ndarray, y: np.ndarra
         bounds[p, i] = fn(bounds[p, i], fn.reduceat(v, starts))
 
 
-__all__ = ["rings_wkb"]
+__all__ = ["rings_wkb", "stream_polygon_wkb"]
