@@ -81,6 +81,7 @@ class PolygonWriter(PublishOnExit):
         self._rows: dict[str, int] = {}  # rows written to each GeoPackage layer: the next row's fid - 1
         self._spool: Any = None  # nameless file of spooled WKB (see spool)
         self._swaps: list[tuple[str, int, bytes, tuple[int, int]]] = []
+        self._deferred: list[tuple[str, Any, tuple[int, int], np.ndarray]] = []
         self._shp_started = False
         self.closed = False
 
@@ -101,7 +102,7 @@ class PolygonWriter(PublishOnExit):
             self._gpkg.write(layer, table, self.schema)
         self._write_others(layer, table, bounds)
 
-    def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None) -> None:
+    def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None, count: bool = True) -> None:
         """The Shapefile, the GeoParquet file, and the GeoPackage where GDAL's C API is not used."""
         if self._gpkg is None or self.shp_tmp or (self.pq_tmp and table.num_rows):
             typed = _typed(table, self.schema)
@@ -110,7 +111,8 @@ class PolygonWriter(PublishOnExit):
             if self.pq_tmp and table.num_rows:
                 self._write_parquet(typed, bounds)
         self._layers.add(layer)
-        self._rows[layer] = self._rows.get(layer, 0) + table.num_rows
+        if count:
+            self._rows[layer] = self._rows.get(layer, 0) + table.num_rows
 
     def spool(self, encode: Any) -> tuple[tuple[int, int], Any]:
         """Run ``encode(write)``, which writes one polygon's WKB in pieces, into the writer's spool file.
@@ -132,24 +134,32 @@ class PolygonWriter(PublishOnExit):
         header envelope are the polygon's), and the real WKB is copied over it from the spool, a few
         MB at a time, once GDAL has closed the file (:func:`_swap_blobs`): a scene-spanning outline is
         never held by GDAL (as WKB, OGR geometry and blob). The GeoParquet file and the Shapefile
-        take the WKB as a whole.
+        take the WKB as a whole, on :meth:`close`, when the rest of the stage's memory is let go.
         """
-        import pyarrow as pa
 
         bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
         if self._gpkg is not None:
             placeholder = shapely.to_wkb(shapely.box(*bounds.tolist(), ccw=True), byte_order=1)
-            self._gpkg.write(layer, table.append_column("geometry", pa.array([placeholder], pa.binary())), self.schema)
-            self._swaps.append((layer, self._rows.get(layer, 0) + 1, placeholder, handle))  # its fid
-        if self._gpkg is None or self.shp_tmp or self.pq_tmp:
-            self._spool.seek(handle[0])
-            wkb = self._spool.read(handle[1])
-            full = table.append_column("geometry", pa.array([wkb], pa.binary() if len(wkb) < 2**31 else pa.large_binary()))
+            self._gpkg.write(layer, table.append_column("geometry", arrow_binary([placeholder])), self.schema)
+            self._rows[layer] = fid = self._rows.get(layer, 0) + 1
+            self._swaps.append((layer, fid, placeholder, handle))
+        if self._gpkg is None or self.shp_tmp or self.pq_tmp:  # written on close, when little else is held
+            self._deferred.append((layer, table, handle, bounds))
+        if self._gpkg is not None:
+            self._layers.add(layer)  # (pyogrio creates its layers on their first write)
+
+    def _write_deferred(self) -> None:
+        """The spooled polygons' rows of the GeoParquet file and Shapefile (and pyogrio's GeoPackage), one by one."""
+        while self._deferred:
+            layer, table, (off, length), bounds = self._deferred.pop(0)
+            wkb = bytearray(length)
+            self._spool.seek(off)
+            if self._spool.readinto(wkb) != length:
+                raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
+            full = table.append_column("geometry", arrow_binary([wkb]))  # no copy of the value
             del wkb
-            self._write_others(layer, full, bounds.reshape(1, 4))
-        else:
-            self._layers.add(layer)
-            self._rows[layer] = self._rows.get(layer, 0) + 1
+            self._write_others(layer, full, bounds.reshape(1, 4), count=self._gpkg is None)
+            del full
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
         """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
@@ -207,6 +217,7 @@ class PolygonWriter(PublishOnExit):
         if not self._layers:
             raise ValueError("no layer was written; call ensure_layer for at least one class")
         try:
+            self._write_deferred()
             if self._gpkg is not None:
                 self._gpkg.close()  # builds the spatial indexes
                 if self._swaps:
@@ -380,6 +391,24 @@ def _binary_values(col: Any) -> np.ndarray:
     return out
 
 
+def arrow_binary(values: Sequence[Any]) -> Any:
+    """An Arrow binary array (large binary from 2 GiB) of bytes-like ``values``; a single value is not copied.
+
+    Built from buffers: ``pa.array`` would import pandas and copy the value.
+    """
+    views = [memoryview(v).cast("B") for v in values]
+    offsets = np.r_[0, np.cumsum([len(v) for v in views], dtype=np.int64)]
+    return _binary_array(offsets, views[0] if len(views) == 1 else b"".join(views))
+
+
+def _binary_array(offsets: np.ndarray, data: Any) -> Any:
+    """An Arrow binary array (large binary from 2 GiB) of the values ``data[offsets[i]:offsets[i + 1]]``."""
+    import pyarrow as pa
+
+    kind, dt = (pa.binary(), np.int32) if offsets[-1] < 2**31 else (pa.large_binary(), np.int64)
+    return pa.Array.from_buffers(kind, len(offsets) - 1, [None, pa.py_buffer(offsets.astype(dt)), pa.py_buffer(data)])
+
+
 def arrow_repeated(text: str, n: int) -> Any:
     """An Arrow string array of ``n`` copies of ``text``."""
     import pyarrow as pa
@@ -392,15 +421,12 @@ def arrow_repeated(text: str, n: int) -> Any:
 
 def arrow_wkb(geoms: np.ndarray) -> Any:
     """An Arrow binary array of the WKB of 2-D polygons (lengths from ring and vertex counts, no per-row Python)."""
-    import pyarrow as pa
-
     data = b"".join(shapely.to_wkb(geoms).tolist())
     lengths = 9 + 4 * (shapely.get_num_interior_rings(geoms) + 1) + 16 * shapely.get_num_coordinates(geoms)
     offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)]
     if offsets[-1] != len(data):
         raise ValueError("arrow_wkb takes 2-D polygons only")
-    kind, dt = (pa.binary(), np.int32) if offsets[-1] < 2**31 else (pa.large_binary(), np.int64)
-    return pa.Array.from_buffers(kind, len(geoms), [None, pa.py_buffer(offsets.astype(dt)), pa.py_buffer(data)])
+    return _binary_array(offsets, data)
 
 
 def raw_times(n: int, value: Any, unit_s: float = 1e-3) -> Any:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from unetgeo.io.vector import arrow_binary
+
 #: Vertices converted at once.
 CHUNK = 1 << 18
 
@@ -51,7 +53,7 @@ def rings_wkb(xy: np.ndarray, ring_len: np.ndarray, piece_rings: np.ndarray,
     bounds = np.empty((n, 4))
     bounds[:, :2], bounds[:, 2:] = np.inf, -np.inf
     if not n:
-        return pa.array([], type=pa.binary()), perimeter, bounds
+        return arrow_binary([]), perimeter, bounds
     buf[poly_off[:-1]] = 1  # little endian
     _put_u32(buf, poly_off[:-1] + 1, np.full(n, 3))  # Polygon
     _put_u32(buf, poly_off[:-1] + 5, piece_rings)
