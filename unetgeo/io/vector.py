@@ -195,7 +195,13 @@ class PolygonWriter(PublishOnExit):
             # 7 copies of a scene-spanning outline (+190 MiB for a 27 MB one); the bbox columns'
             # statistics are what readers filter on
             stats = [f.name for f in schema if f.name not in ("geometry", "bbox")] + [f"bbox.{k}" for k in bbox.type.names]
-            self._pq = pq.ParquetWriter(self.pq_tmp, schema, compression="zstd", write_statistics=stats)
+            # no dictionary for the WKB (every outline is unique; the dictionary and its fallback
+            # to plain pages copy a value twice) and data pages v2, whose values are compressed
+            # straight from the Arrow buffer: a 27.5 MB outline costs +4 MiB to write instead of
+            # +53 MiB (pyarrow 26, measured by hand)
+            dictionary = [c for c in stats if c != "bbox" and not c.startswith("bbox.")]
+            self._pq = pq.ParquetWriter(self.pq_tmp, schema, compression="zstd", write_statistics=stats,
+                                        use_dictionary=dictionary, data_page_version="2.0")
         self._pq.write_table(table.replace_schema_metadata(self._pq.schema.metadata))
 
     def ensure_layer(self, layer: str) -> None:
