@@ -78,16 +78,28 @@ class RunPolygons:
         return self.run_poly[np.searchsorted(self.run_start, rows + self.width) - 1]
 
 
+#: Pixels compared at once by :func:`image_runs` (its temporaries: a bool a pixel).
+RUN_STRIP_PX = 1 << 18
+
+
 def image_runs(coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(flat start index, value)`` of every run of equal values along each row of ``coded``."""
+    """``(flat start index, value)`` of every run of equal values along each row of ``coded``.
+
+    Rows are compared in strips of about :data:`RUN_STRIP_PX` pixels, so the temporaries stay
+    small beside the image.
+    """
     h, w = coded.shape
-    flat = coded.ravel()
-    change = np.empty(flat.size, dtype=bool)
-    change[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    change[::w] = True
-    start = np.flatnonzero(change)
-    return start, flat[start].astype(np.int64)
+    rows = max(1, RUN_STRIP_PX // max(w, 1))
+    starts = []
+    for r0 in range(0, h, rows):
+        flat = coded[r0:r0 + rows].ravel()
+        change = np.empty(flat.size, dtype=bool)
+        change[0] = True
+        np.not_equal(flat[1:], flat[:-1], out=change[1:])
+        change[::w] = True
+        starts.append(np.flatnonzero(change) + r0 * w)
+    start = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    return start, coded.ravel()[start].astype(np.int64)
 
 
 def _connect(start: np.ndarray, val: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:

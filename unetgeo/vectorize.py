@@ -199,18 +199,23 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PieceBatch, Bl
     """Read, label and polygonize one block: ``(win, complete polygons, border pieces, edges)``."""
     data, valid = job.cr.read(win, bands=[1])
     cls = data[0]
-    mask = valid & (cls >= 0) if cls.dtype.kind == "i" else valid.copy()
-    if job.dtype == "uint8":
-        mask &= cls != NODATA
-    if job.keep is not None:
-        mask &= np.isin(cls, job.keep)
+    sides = _side_classes(cls)
     conf = job.fr.read(win, bands=[1]) if job.fr is not None else None
-    coded = _coded(cls, mask)
+    if conf is None and cls.dtype == np.uint8:  # the usual case: no copy of the block
+        coded, mask = _coded_in_place(cls, valid, job.keep), None
+        del data, cls, valid
+    else:
+        mask = valid & (cls >= 0) if cls.dtype.kind == "i" else valid.copy()
+        if job.dtype == "uint8":
+            mask &= cls != NODATA
+        if job.keep is not None:
+            mask &= np.isin(cls, job.keep)
+        coded = _coded(cls, mask)
     rp = polygonize_runs(coded, win.row_off, win.col_off) if _use_runs(coded) else None
     if rp is not None:
-        return _block_from_runs(job, win, cls, rp, conf)
+        return _block_from_runs(job, win, sides, rp, conf)
     if conf is None:
-        return _block_by_class_gdal(job, win, cls, coded)
+        return _block_by_class_gdal(job, win, sides, coded)
     cd, conf_valid = conf
     labels, comp_class, counts, csum, cn, cmax = label_block(cls, mask, cd[0], conf_valid)
     touch = np.zeros(len(counts), dtype=bool)
@@ -228,7 +233,6 @@ def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PieceBatch, Bl
     is_piece = touch[ids]
     piece_of = np.full(len(counts), -1, dtype=np.int64)
     piece_of[ids[is_piece]] = np.arange(int(is_piece.sum()))
-    sides = _side_classes(cls)
     edges = BlockEdges(piece_of[labels[0]], sides[0], piece_of[labels[-1]], sides[1],
                        piece_of[labels[:, 0]], sides[2], piece_of[labels[:, -1]], sides[3])
     return win, allp.take(~is_piece), PieceBatch.of(allp.take(is_piece)), edges
@@ -258,6 +262,17 @@ def _side_classes(cls: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a, dtype=np.int64) for a in (cls[0], cls[-1], cls[:, 0], cls[:, -1]))
 
 
+def _coded_in_place(cls: np.ndarray, valid: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """:func:`_coded` of a uint8 class block, written over ``cls``: its nodata 255 wraps to 0 (no
+    temporaries of the block's size but the ``keep`` test)."""
+    kept = np.isin(cls, keep) if keep is not None else None
+    np.add(cls, np.uint8(1), out=cls)
+    np.multiply(cls, valid, out=cls)
+    if kept is not None:
+        np.multiply(cls, kept, out=cls)
+    return cls
+
+
 def _coded(cls: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Class + 1 where ``mask``, else 0 (uint8 stays uint8: its 255 is nodata, never in ``mask``)."""
     coded = cls + np.uint8(1) if cls.dtype == np.uint8 else cls.astype(np.int32) + 1
@@ -278,9 +293,10 @@ def _use_runs(coded: np.ndarray) -> bool:
     return run_density(coded) <= RUNS_MAX_DENSITY
 
 
-def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
+def _block_from_runs(job: _Job, win: Window, cs: tuple[np.ndarray, ...], rp: RunPolygons,
                      conf: tuple[np.ndarray, np.ndarray] | None) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
-    """:func:`_block` from the run tracer's polygons (:func:`unetgeo.runs.polygonize_runs` of ``class + 1``).
+    """:func:`_block` from the run tracer's polygons (:func:`unetgeo.runs.polygonize_runs` of ``class + 1``);
+    ``cs``: the classes on the block's four sides (:func:`_side_classes`).
 
     The tracer says which polygon holds every border pixel, and its pixel counts are the areas;
     with a confidence raster ``conf`` (``(data, valid)``), the per-polygon statistics come from
@@ -304,7 +320,6 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
     else:
         ids = rp.pixel_polygons(h * win.width) + 1  # 0 = no polygon
         stats = tuple(a[1:] for a in confidence_stats(ids, n + 1, conf[0][0], conf[1]))
-    cs = _side_classes(cls)
     cols = (rp.counts, *stats)
     whole = PolygonBatch(rp.values[~touch] - 1, rp.rings.take(~touch).to_polygons(), *(a[~touch] for a in cols))
     pieces = PieceBatch(rp.values[touch] - 1, rp.rings.take(touch), *(a[touch] for a in cols))
@@ -312,9 +327,10 @@ def _block_from_runs(job: _Job, win: Window, cls: np.ndarray, rp: RunPolygons,
     return win, whole, pieces, edges
 
 
-def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndarray
+def _block_by_class_gdal(job: _Job, win: Window, cs: tuple[np.ndarray, ...], coded: np.ndarray
                          ) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
-    """:func:`_block` without a confidence raster, through GDAL polygonize of ``coded`` (no ``ndimage.label``).
+    """:func:`_block` without a confidence raster, through GDAL polygonize of ``coded`` (no ``ndimage.label``);
+    ``cs``: the classes on the block's four sides (:func:`_side_classes`).
 
     A polygon's pixel count is its area (exact), it touches a block border where its bounds do,
     and the piece on each border pixel is found by a point-in-polygon query of one pixel per run
@@ -331,7 +347,6 @@ def _block_by_class_gdal(job: _Job, win: Window, cls: np.ndarray, coded: np.ndar
                         np.full(n, -1, dtype=np.int64))
     tree = shapely.STRtree(polys[touch])
     xs, ys = np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5
-    cs = _side_classes(cls)
     sides = []
     for line, x, y, inner in ((coded[0], xs, r0 + 0.5, r0 > 0), (coded[-1], xs, r1 - 0.5, r1 < job.height),
                               (coded[:, 0], c0 + 0.5, ys, c0 > 0), (coded[:, -1], c1 - 0.5, ys, c1 < job.width)):
