@@ -218,6 +218,12 @@ def test_huge_objects_spooled_into_the_geopackage_are_the_same_polygons(tmp_path
             assert s.execute(r).fetchall() == w.execute(r).fetchall()
         ext = "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents ORDER BY table_name"
         assert s.execute(ext).fetchall() == w.execute(ext).fetchall()
+        seq = "SELECT name, seq FROM sqlite_sequence ORDER BY name"  # AUTOINCREMENT goes on from the same fid
+        assert s.execute(seq).fetchall() == w.execute(seq).fetchall()
+        for name in "abc":  # swapped layers are rebuilt with the geometry column last (SQLite then streams the blob)
+            cols_s, cols_w = ([r[1] for r in db.execute(f'PRAGMA table_info("{name}")')] for db in (s, w))
+            assert sorted(cols_s) == sorted(cols_w)
+            assert (cols_s[-1] == "geom") == (writer == "ctypes")
     info = pyogrio.read_info(spooled.out_uri, layer="b")
     xmin, ymin, xmax, ymax = info["total_bounds"]
     half = (xmin, ymin, (xmin + xmax) / 2, ymax)
@@ -269,3 +275,32 @@ def test_polygon_wkb_streamed_in_pieces_is_the_one_piece_wkb(monkeypatch):
         got = b"".join(bytes(p) for p in parts)
         assert got == ref[0].as_py() and n == len(got)
         assert perimeter == pytest.approx(per[0]) and np.array_equal(bounds, bnd[0])
+
+
+def test_geometry_last_rebuilds_gdal_tables_and_leaves_others_alone(tmp_path):
+    """The rebuild keeps rows, fids, triggers and the AUTOINCREMENT sequence; a table whose SQL has a
+    table constraint or an unquoted column is not touched (the swap then goes the slow way)."""
+    from unetgeo.io.vector import _geometry_last, _top_level
+
+    assert _top_level('"a" TEXT DEFAULT \'x,y\', "b" REAL CHECK ("b" IN (1, 2)), "c d" BLOB') == [
+        '"a" TEXT DEFAULT \'x,y\'', '"b" REAL CHECK ("b" IN (1, 2))', '"c d" BLOB']
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    db.execute('CREATE TABLE "my ""layer""" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, "geom" POLYGON, '
+               '"name" TEXT, "area, m2" REAL)')
+    db.execute('CREATE TABLE log (n)')
+    db.execute('CREATE TRIGGER "count" AFTER INSERT ON "my ""layer""" BEGIN INSERT INTO log VALUES (NEW."fid"); END')
+    db.executemany('INSERT INTO "my ""layer""" (fid, geom, name, "area, m2") VALUES (?, ?, ?, ?)',
+                   [(3, b"g3", "x", 1.5), (7, b"g7", "y", None)])
+    db.execute("BEGIN")
+    assert _geometry_last(db, 'my "layer"', "geom")
+    db.execute("COMMIT")
+    assert [r[1] for r in db.execute('PRAGMA table_info("my ""layer""")')] == ["fid", "name", "area, m2", "geom"]
+    assert db.execute('SELECT fid, geom, name, "area, m2" FROM "my ""layer""" ORDER BY fid').fetchall() == [
+        (3, b"g3", "x", 1.5), (7, b"g7", "y", None)]
+    db.execute('INSERT INTO "my ""layer""" (geom) VALUES (x\'00\')')  # the trigger and the sequence came along
+    assert db.execute("SELECT n FROM log").fetchall() == [(3,), (7,), (8,)]
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%rebuild%'").fetchall() == []
+    db.execute('CREATE TABLE other ("fid" INTEGER PRIMARY KEY, "geom" BLOB, "n" INT, UNIQUE ("n"))')
+    before = db.execute("SELECT sql FROM sqlite_master WHERE name = 'other'").fetchone()
+    assert not _geometry_last(db, "other", "geom")
+    assert db.execute("SELECT sql FROM sqlite_master WHERE name = 'other'").fetchone() == before

@@ -150,16 +150,20 @@ class PolygonWriter(PublishOnExit):
 
     def _write_deferred(self) -> None:
         """The spooled polygons' rows of the GeoParquet file and Shapefile (and pyogrio's GeoPackage), one by one."""
+        import mmap
+
         while self._deferred:
             layer, table, (off, length), bounds = self._deferred.pop(0)
-            wkb = bytearray(length)
-            self._spool.seek(off)
-            if self._spool.readinto(wkb) != length:
-                raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
-            full = table.append_column("geometry", arrow_binary([wkb]))  # no copy of the value
-            del wkb
-            self._write_others(layer, full, bounds.reshape(1, 4), count=self._gpkg is None)
-            del full
+            # read into pages of its own, given back to the system as soon as it is written
+            # (a heap buffer of this size would stay resident in the allocator's free lists)
+            with mmap.mmap(-1, max(length, 1)) as wkb:
+                self._spool.seek(off)
+                if self._spool.readinto(wkb) != length:
+                    raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
+                view = memoryview(wkb)[:length]
+                full = table.append_column("geometry", arrow_binary([view]))  # no copy of the value
+                self._write_others(layer, full, bounds.reshape(1, 4), count=self._gpkg is None)
+                del full, view
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
         """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
@@ -292,7 +296,9 @@ def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int
                 piece: int = 4 << 20) -> None:
     """Put the spooled WKB of each ``(table, fid, placeholder WKB, (offset, length))`` into the GeoPackage.
 
-    In one transaction: the table's UPDATE triggers (GDAL's R-tree triggers, which call
+    In one transaction: the table is rebuilt with its geometry column last (:func:`_geometry_last`;
+    SQLite builds a row whose zeroed blob is not its last value in memory, twice the blob's size),
+    the table's UPDATE triggers (GDAL's R-tree triggers, which call
     SpatiaLite-style functions plain sqlite3 lacks) are dropped, each row's blob is replaced by a
     zeroed blob of the new size, its GeoPackage header (kept from the placeholder: the same
     envelope) and WKB written into it in pieces, and the triggers created again. The envelope
@@ -302,9 +308,12 @@ def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int
 
     con = sqlite3.connect(path, isolation_level=None)
     try:
+        con.execute("PRAGMA legacy_alter_table = ON")  # a rename that leaves the other tables' triggers unparsed
         con.execute("BEGIN IMMEDIATE")
         for table in dict.fromkeys(t for t, *_ in swaps):
             geom = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)).fetchone()[0]
+            if not _geometry_last(con, table, geom):
+                log.info("%s: layer %s is not laid out as expected; its large blobs are swapped in memory", path, table)
             triggers = [sql for (sql,) in con.execute(
                 "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,))
                 if sql and _UPDATE_TRIGGER.search(sql)]
@@ -341,6 +350,62 @@ def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int
         raise
     finally:
         con.close()
+
+
+_QUOTED = re.compile(r'^"((?:[^"]|"")*)"')
+_TABLE_CONSTRAINT = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
+
+
+def _top_level(body: str) -> list[str]:
+    """The comma-separated items of a column list (commas inside parentheses or quotes kept)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(body):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'`[":
+            quote = "]" if ch == "[" else ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(body[start:i].strip())
+            start = i + 1
+    return [*items, body[start:].strip()]
+
+
+def _geometry_last(con: Any, table: str, geom: str) -> bool:
+    """Rebuild GeoPackage ``table`` (open transaction on ``con``) with column ``geom`` last.
+
+    The rows (fids kept), triggers, indexes and AUTOINCREMENT sequence stay as they were; only the
+    column order changes. Returns False, changing nothing, where the table's SQL is not a plain
+    list of quoted column definitions (as GDAL writes it).
+    """
+    (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    cols = _top_level(sql[sql.index("(") + 1: sql.rindex(")")])
+    names = [m.group(1).replace('""', '"') if (m := _QUOTED.match(c)) else None for c in cols]
+    if None in names or names.count(geom) != 1 or any(c.split()[0].upper() in _TABLE_CONSTRAINT for c in cols):
+        return False
+    at = names.index(geom)
+    if at == len(cols) - 1:
+        return True
+    order = [*range(at), *range(at + 1, len(cols)), at]
+    tmp = f"{table}__unetgeo_rebuild"
+    q = ", ".join(_quote(names[i]) for i in order)
+    saved = [s for (s,) in con.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('trigger', 'index') AND sql IS NOT NULL", (table,))]
+    con.execute(f"CREATE TABLE {_quote(tmp)} ({', '.join(cols[i] for i in order)})")
+    con.execute(f"INSERT INTO {_quote(tmp)} ({q}) SELECT {q} FROM {_quote(table)}")
+    con.execute(f"DROP TABLE {_quote(table)}")
+    con.execute(f"ALTER TABLE {_quote(tmp)} RENAME TO {_quote(table)}")
+    for s in saved:
+        con.execute(s)
+    return True
+
+
+def _quote(name: str) -> str:
+    """An SQL identifier in double quotes."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 #: Shapefile field names are <= 10 characters.
