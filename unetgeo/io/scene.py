@@ -309,6 +309,10 @@ class SceneReader:
                 self._all.append((threading.get_ident(), ds))
         return ds
 
+    def _nodata(self, ds: rasterio.io.DatasetReader) -> float:
+        """The nodata value in force (the file's, or the one given)."""
+        return ds.nodata if self.nodata == "file" else self.nodata  # type: ignore[return-value]
+
     def _mask_mode(self, ds: rasterio.io.DatasetReader) -> str:
         """How the dataset mask can be had: ``"all_valid"``, ``"nodata"`` (numpy) or ``"gdal"``."""
         from rasterio.enums import MaskFlags
@@ -322,7 +326,8 @@ class SceneReader:
             return "nodata"
         return "gdal"
 
-    def read(self, win: Window, bands: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, win: Window, bands: Sequence[int] | None = None, *,
+             own_nodata: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Read ``win``: ``(data (bands, h, w) in the file dtype, valid (h, w) bool)``.
 
         A pixel is valid when the dataset mask marks it valid (nodata value, mask or alpha band)
@@ -330,6 +335,10 @@ class SceneReader:
         when *all* bands hold it, here all bands read) or no mask at all, the mask is computed
         from the data already read instead of a second pass through GDAL. ``bands`` (1-based)
         defaults to the reader's ``indexes``; only those bands are read.
+
+        ``own_nodata``: a value the caller treats as invalid itself. Where the mask says no more
+        than that (no mask, or that nodata value, one integer band read), ``valid`` is None
+        instead of an array the size of the window.
         """
         ds = self._ds()
         rw = RioWindow(win.col_off, win.row_off, win.width, win.height)
@@ -340,10 +349,13 @@ class SceneReader:
         try:
             with gdal_env(self.cache_mib):
                 data = ds.read(indexes=idx, window=rw)
+            if own_nodata is not None and data.shape[0] == 1 and data.dtype.kind in "ui" and (
+                    mode == "all_valid" or (mode == "nodata" and self._nodata(ds) == own_nodata)):
+                return data, None
             if mode == "all_valid":
                 valid = np.ones(data.shape[1:], dtype=bool)
             elif mode == "nodata":
-                nd = ds.nodata if self.nodata == "file" else self.nodata
+                nd = self._nodata(ds)
                 if np.isnan(nd):
                     valid = np.ones(data.shape[1:], dtype=bool)  # NaN is caught by the finite test below
                 elif float(nd_val := np.asarray(nd).astype(data.dtype)) != float(nd):
