@@ -304,3 +304,69 @@ def test_geometry_last_rebuilds_gdal_tables_and_leaves_others_alone(tmp_path):
     before = db.execute("SELECT sql FROM sqlite_master WHERE name = 'other'").fetchone()
     assert not _geometry_last(db, "other", "geom")
     assert db.execute("SELECT sql FROM sqlite_master WHERE name = 'other'").fetchone() == before
+
+
+@pytest.mark.parametrize("how", ["nodata255", "no_nodata", "nodata0", "mask_band"])
+def test_block_masks_without_a_mask_array_where_the_nodata_value_says_it_all(tmp_path, how):
+    """Blocks skip the valid mask array only where it says no more than "255 is nodata": with nodata 0
+    or a mask band the masked pixels still never become polygons, and every class's area is its
+    valid pixel count."""
+    import rasterio
+
+    from unetgeo.grid import Window
+    from unetgeo.io.scene import SceneReader
+
+    a = _arr(5, (96, 80), 3)
+    a[10:20, 30:50] = 255
+    masked = np.zeros(a.shape, dtype=bool)
+    masked[60:75, 5:40] = True
+    cu = write_raster(tmp_path / "c.tif", a, nodata={"nodata0": 0, "no_nodata": None}.get(how, 255))
+    if how == "mask_band":
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(cu, "r+") as ds:
+            ds.write_mask((~masked).astype(np.uint8) * 255)
+    invalid = a == 255
+    if how == "nodata0":
+        invalid |= a == 0
+    if how == "mask_band":
+        invalid |= masked
+    with SceneReader(cu) as r:
+        _, valid = r.read(Window(0, 0, 96, 80), bands=[1], own_nodata=255)
+    assert (valid is None) == (how in ("nodata255", "no_nodata"))
+    if valid is not None:
+        assert (valid | (a == 255) == ~invalid | (a == 255)).all()
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), shapefile=False, block_px=32, class_names=["a", "b", "c"])
+    for c, name in enumerate("abc"):
+        assert res.area_km2[name] * 1e6 == pytest.approx(((a == c) & ~invalid).sum() * 100.0)
+    polys = shapely.union_all(pyogrio.read_dataframe(res.out_uri, layer="b").geometry.values)
+    assert polys.area == pytest.approx(((a == 1) & ~invalid).sum() * 100.0)
+
+
+def test_bounded_heap_gives_freed_arrays_back_and_leaves_dynamic_limits(tmp_path):
+    """Inside bounded_heap a freed 8 MiB array leaves the resident set at once; after a 30 MiB array
+    was freed glibc's dynamic thresholds would keep it in the heap (run in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import numpy as np, os
+        from unetgeo.merge_util import bounded_heap
+        page = os.sysconf("SC_PAGE_SIZE")
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * page / 2**20
+        def drop():  # MiB given back by freeing a touched array of 8 MiB built from smaller pieces
+            parts = [np.ones(1 << 20, np.uint8) for _ in range(8)]
+            r0 = rss(); del parts; return r0 - rss()
+        a = np.ones(30 << 20, np.uint8); del a  # glibc now takes anything below 30 MiB from the heap
+        before = drop()
+        with bounded_heap() as on:
+            inside = drop()
+        print(on, round(before), round(inside))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+    assert out.returncode == 0, out.stderr
+    on, before, inside = out.stdout.split()
+    if on != "True":
+        pytest.skip("not glibc")
+    assert int(inside) >= 7 > int(before)

@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 _LIBC: list = []
+#: glibc ``mallopt`` parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Where glibc's dynamic thresholds end up once a 32 MiB block has been freed (64-bit): what
+#: :func:`bounded_heap` leaves behind.
+_DYNAMIC_MAX = (32 << 20, 64 << 20)
+
+
+@contextmanager
+def bounded_heap(mmap_bytes: int = 4 << 20, trim_bytes: int = 128 << 10) -> Iterator[bool]:
+    """Within the block, glibc gives every allocation of ``mmap_bytes`` or more its own mapping
+    (returned to the system when freed) and gives back free heap top above ``trim_bytes``
+    (glibc's initial value).
+
+    By default glibc raises both thresholds to the size of the largest block freed so far (up to
+    32 and 64 MiB), so after a scene-spanning outline's arrays are freed, every array below that
+    size comes from the heap, and freed heap pages stay resident: the resident size then grows
+    with the largest object, i.e. with the scene. Yields whether the thresholds were set (not
+    where ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_TOP_PAD_`` are set in the
+    environment, nor without glibc). glibc cannot go back to its dynamic thresholds, so on exit
+    they are fixed where dynamic ones end up in a long run (:data:`_DYNAMIC_MAX`).
+    """
+    mallopt = None
+    if not any(f"MALLOC_{k}_" in os.environ for k in ("MMAP_THRESHOLD", "TRIM_THRESHOLD", "TOP_PAD")):
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+        except (OSError, AttributeError):
+            mallopt = None
+    if mallopt is None:
+        yield False
+        return
+    mallopt(_M_MMAP_THRESHOLD, int(mmap_bytes))
+    mallopt(_M_TRIM_THRESHOLD, int(trim_bytes))
+    try:
+        yield True
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MAX[0])
+        mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_MAX[1])
 
 
 def release_freed_memory() -> None:
@@ -101,4 +144,4 @@ def not_collinear(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
     return a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]  # the signs decide it: every edge is axis-parallel
 
 
-__all__ = ["components", "list_rank", "next_in_ring", "not_collinear", "release_freed_memory", "ring_area2"]
+__all__ = ["bounded_heap", "components", "list_rank", "next_in_ring", "not_collinear", "release_freed_memory", "ring_area2"]

@@ -64,6 +64,7 @@ from unetgeo.io.vector import (
 )
 from unetgeo.io.wkb import rings_wkb, stream_polygon_wkb
 from unetgeo.merge import BlockEdges, BorderMerge, PieceBatch, PolygonBatch, release_freed_memory
+from unetgeo.merge_util import bounded_heap
 from unetgeo.parallel import run_on_each_thread
 from unetgeo.runs import RunPolygons, polygonize_runs, run_density
 
@@ -197,11 +198,12 @@ class _Job:
 
 def _block(job: _Job, win: Window) -> tuple[Window, PolygonBatch, PieceBatch, BlockEdges]:
     """Read, label and polygonize one block: ``(win, complete polygons, border pieces, edges)``."""
-    data, valid = job.cr.read(win, bands=[1])
+    in_place = job.fr is None and job.dtype == "uint8"  # the usual case: no copy of the block
+    data, valid = job.cr.read(win, bands=[1], own_nodata=NODATA if in_place else None)
     cls = data[0]
     sides = _side_classes(cls)
     conf = job.fr.read(win, bands=[1]) if job.fr is not None else None
-    if conf is None and cls.dtype == np.uint8:  # the usual case: no copy of the block
+    if in_place:
         coded, mask = _coded_in_place(cls, valid, job.keep), None
         del data, cls, valid
     else:
@@ -262,12 +264,13 @@ def _side_classes(cls: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a, dtype=np.int64) for a in (cls[0], cls[-1], cls[:, 0], cls[:, -1]))
 
 
-def _coded_in_place(cls: np.ndarray, valid: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+def _coded_in_place(cls: np.ndarray, valid: np.ndarray | None, keep: np.ndarray | None) -> np.ndarray:
     """:func:`_coded` of a uint8 class block, written over ``cls``: its nodata 255 wraps to 0 (no
-    temporaries of the block's size but the ``keep`` test)."""
+    temporaries of the block's size but the ``keep`` test); ``valid`` None: every other pixel is valid."""
     kept = np.isin(cls, keep) if keep is not None else None
     np.add(cls, np.uint8(1), out=cls)
-    np.multiply(cls, valid, out=cls)
+    if valid is not None:
+        np.multiply(cls, valid, out=cls)
     if kept is not None:
         np.multiply(cls, kept, out=cls)
     return cls
@@ -803,8 +806,9 @@ def vectorize(
                  fill_holes_m2=fill_holes_m2, meta=meta, batch=batch_size)
     try:
         job_args = (str(info.dtype), keep, grid.height, grid.width)
-        n_blocks, n_merged, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer, sink,
-                                                                layer_ids, (grid, steps, n_threads, bar, cache))
+        with bounded_heap():  # freed arrays of the scene-spanning objects must not leave the heap resident
+            n_blocks, n_merged, (out_uri, shp_uri, pq_uri) = _write(classes_uri, confidence_uri, job_args, writer,
+                                                                    sink, layer_ids, (grid, steps, n_threads, bar, cache))
     finally:
         if bar is not None:
             bar.close()
