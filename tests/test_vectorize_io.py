@@ -187,7 +187,8 @@ def _triggers(db):
 def test_huge_objects_spooled_into_the_geopackage_are_the_same_polygons(tmp_path, monkeypatch, caplog, writer):
     """Objects over HUGE_VERTICES go to the GeoPackage as a placeholder whose blob is swapped after GDAL closes:
     the same rows, R-tree, triggers and extent as when GDAL writes them, and the GeoParquet and Shapefile too
-    (written from the spool on close). Through pyogrio's writer nothing is swapped; the rows are the same."""
+    (written from the spool on close; the GeoParquet WKB streamed into the closed file). Through pyogrio's
+    GeoPackage writer nothing is swapped; the rows are the same."""
     import logging
 
     import pyarrow.parquet as pq
@@ -204,6 +205,8 @@ def test_huge_objects_spooled_into_the_geopackage_are_the_same_polygons(tmp_path
         spooled = vectorize(cu, str(tmp_path / "spooled" / "p.gpkg"), **kw)
     n_spooled = [r.args[0] for r in caplog.records if "spooled polygons" in r.getMessage()]
     assert (n_spooled and n_spooled[0] >= 5) if writer == "ctypes" else not n_spooled
+    n_streamed = [r.args[0] for r in caplog.records if "outlines streamed into" in r.getMessage()]
+    assert n_streamed and n_streamed[0] >= 5  # GeoParquet rows whose WKB went into the file after pyarrow closed it
     assert spooled.counts == whole.counts
     assert pd_concat(spooled.out_uri) == pd_concat(whole.out_uri)
     with sqlite3.connect(spooled.out_uri) as s, sqlite3.connect(whole.out_uri) as w:
@@ -233,6 +236,10 @@ def test_huge_objects_spooled_into_the_geopackage_are_the_same_polygons(tmp_path
     cols = ["class_id", "area_m2", "perimeter_m", "geometry", "bbox"]
     ta, tw = (pq.read_table(u, columns=cols).to_pylist() for u in (spooled.parquet_uri, whole.parquet_uri))
     assert sorted(ta, key=lambda r: r["geometry"]) == sorted(tw, key=lambda r: r["geometry"])
+    import geopandas as gpd
+
+    ga, gw = (gpd.read_parquet(u) for u in (spooled.parquet_uri, whole.parquet_uri))  # GeoParquet metadata and all
+    assert ga.crs == gw.crs and sorted(shapely.to_wkb(ga.geometry.values)) == sorted(shapely.to_wkb(gw.geometry.values))
     sa, sw = (sorted(shapely.to_wkb(pyogrio.read_dataframe(u).geometry.values))
               for u in (spooled.shapefile_uri, whole.shapefile_uri))
     assert sa == sw

@@ -82,6 +82,8 @@ class PolygonWriter(PublishOnExit):
         self._spool: Any = None  # nameless file of spooled WKB (see spool)
         self._swaps: list[tuple[str, int, bytes, tuple[int, int]]] = []
         self._deferred: list[tuple[str, Any, tuple[int, int], np.ndarray]] = []
+        self._pq_rows = 0  # rows written to the GeoParquet file
+        self._streamed: list[tuple[int, int, int]] = []  # (GeoParquet row, WKB length, spool offset)
         self._shp_started = False
         self.closed = False
 
@@ -102,7 +104,7 @@ class PolygonWriter(PublishOnExit):
             self._gpkg.write(layer, table, self.schema)
         self._write_others(layer, table, bounds)
 
-    def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None, count: bool = True) -> None:
+    def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None) -> None:
         """The Shapefile, the GeoParquet file, and the GeoPackage where GDAL's C API is not used."""
         if self._gpkg is None or self.shp_tmp or (self.pq_tmp and table.num_rows):
             typed = _typed(table, self.schema)
@@ -111,8 +113,7 @@ class PolygonWriter(PublishOnExit):
             if self.pq_tmp and table.num_rows:
                 self._write_parquet(typed, bounds)
         self._layers.add(layer)
-        if count:
-            self._rows[layer] = self._rows.get(layer, 0) + table.num_rows
+        self._rows[layer] = self._rows.get(layer, 0) + table.num_rows
 
     def spool(self, encode: Any) -> tuple[tuple[int, int], Any]:
         """Run ``encode(write)``, which writes one polygon's WKB in pieces, into the writer's spool file.
@@ -149,21 +150,44 @@ class PolygonWriter(PublishOnExit):
             self._layers.add(layer)  # (pyogrio creates its layers on their first write)
 
     def _write_deferred(self) -> None:
-        """The spooled polygons' rows of the GeoParquet file and Shapefile (and pyogrio's GeoPackage), one by one."""
+        """The spooled polygons' rows of the GeoParquet file and Shapefile (and pyogrio's GeoPackage), one by one.
+
+        The GeoParquet row is written with an empty WKB, its own row group; :meth:`close` streams
+        the real WKB into the file once pyarrow has closed it (:func:`unetgeo.io.parquet.stream_values`),
+        so the outline is never held (pyarrow would hold it and a copy of it). pyogrio's writers
+        take the WKB whole.
+        """
         import mmap
 
         while self._deferred:
             layer, table, (off, length), bounds = self._deferred.pop(0)
-            # read into pages of its own, given back to the system as soon as it is written
-            # (a heap buffer of this size would stay resident in the allocator's free lists)
-            with mmap.mmap(-1, max(length, 1)) as wkb:
-                self._spool.seek(off)
-                if self._spool.readinto(wkb) != length:
-                    raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
-                view = memoryview(wkb)[:length]
-                full = table.append_column("geometry", arrow_binary([view]))  # no copy of the value
-                self._write_others(layer, full, bounds.reshape(1, 4), count=self._gpkg is None)
-                del full, view
+            if self._gpkg is None or self.shp_tmp:
+                # read into pages of its own, given back to the system as soon as it is written
+                with mmap.mmap(-1, max(length, 1)) as wkb:
+                    self._spool.seek(off)
+                    if self._spool.readinto(wkb) != length:
+                        raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
+                    view = memoryview(wkb)[:length]
+                    full = table.append_column("geometry", arrow_binary([view]))  # no copy of the value
+                    self._write_pyogrio(layer, _typed(full, self.schema))
+                    del full, view
+            if self.pq_tmp:
+                self._streamed.append((self._pq_rows, length, off))
+                self._write_parquet(_typed(table.append_column("geometry", arrow_binary([b""])), self.schema),
+                                    bounds.reshape(1, 4))
+            self._layers.add(layer)
+            if self._gpkg is None:
+                self._rows[layer] = self._rows.get(layer, 0) + 1
+
+    def _stream_parquet_values(self) -> None:
+        """Put the spooled WKB of the GeoParquet rows written empty by :meth:`_write_deferred` into the closed file."""
+        from unetgeo.io.parquet import stream_values
+
+        def copier(off: int, length: int) -> Any:
+            return lambda write: _copy_spool(self._spool, off, length, write, self.pq_tmp)
+
+        stream_values(self.pq_tmp, "geometry", [(row, length, copier(off, length)) for row, length, off in self._streamed])
+        log.debug("%d outlines streamed into %s", len(self._streamed), self.pq_tmp)
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
         """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
@@ -207,6 +231,7 @@ class PolygonWriter(PublishOnExit):
             self._pq = pq.ParquetWriter(self.pq_tmp, schema, compression="zstd", write_statistics=stats,
                                         use_dictionary=dictionary, data_page_version="2.0")
         self._pq.write_table(table.replace_schema_metadata(self._pq.schema.metadata))
+        self._pq_rows += table.num_rows
 
     def ensure_layer(self, layer: str) -> None:
         """Create ``layer`` empty if nothing was written to it (every class gets a layer)."""
@@ -237,6 +262,8 @@ class PolygonWriter(PublishOnExit):
                 if self._pq is None:  # no polygon at all: an empty file with the full schema
                     self._write_parquet(self._empty_table())
                 self._pq.close()
+                if self._streamed:
+                    self._stream_parquet_values()
                 self._publish(self.pq_tmp, str(self.parquet_uri))
             self._publish(self.gpkg_tmp, self.uri)
             if self.shp_tmp and self.shapefile_uri:
@@ -289,11 +316,25 @@ class PolygonWriter(PublishOnExit):
 
 #: GeoPackage binary header: envelope bytes by the flags' envelope indicator (bits 1-3).
 _GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+#: Bytes of spooled WKB read at once when it is copied into an output.
+SPOOL_PIECE = 4 << 20
 _UPDATE_TRIGGER = re.compile(r"\b(AFTER|BEFORE|INSTEAD\s+OF)\s+UPDATE\b", re.IGNORECASE)
 
 
+def _copy_spool(spool: Any, off: int, length: int, write: Any, what: str, piece: int = SPOOL_PIECE) -> None:
+    """Copy ``length`` bytes of ``spool`` from ``off`` through ``write``, ``piece`` bytes at a time."""
+    spool.seek(off)
+    left = length
+    while left:
+        data = spool.read(min(piece, left))
+        if not data:
+            raise OSError(f"{what}: the spooled WKB is cut short")
+        write(data)
+        left -= len(data)
+
+
 def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int]]], spool: Any,
-                piece: int = 4 << 20) -> None:
+                piece: int = SPOOL_PIECE) -> None:
     """Put the spooled WKB of each ``(table, fid, placeholder WKB, (offset, length))`` into the GeoPackage.
 
     In one transaction: the table is rebuilt with its geometry column last (:func:`_geometry_last`;
@@ -333,14 +374,7 @@ def _swap_blobs(path: str, swaps: Sequence[tuple[str, int, bytes, tuple[int, int
                 con.execute(f'UPDATE "{table}" SET "{geom}" = zeroblob(?) WHERE rowid = ?', (head + length, fid))
                 with con.blobopen(table, geom, fid) as blob:
                     blob.write(old[:head])
-                    spool.seek(off)
-                    left = length
-                    while left:
-                        data = spool.read(min(piece, left))
-                        if not data:
-                            raise OSError(f"{path}: the spooled WKB of row {fid} of layer {table} is cut short")
-                        blob.write(data)
-                        left -= len(data)
+                    _copy_spool(spool, off, length, blob.write, f"{path}: row {fid} of layer {table}", piece)
             for sql in triggers:
                 con.execute(sql)
         con.execute("COMMIT")
