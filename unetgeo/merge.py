@@ -41,6 +41,8 @@ CHUNK_VERTICES = 250_000
 #: Open batches of at least this many vertices wait in the spill file between rows (smaller ones
 #: cost more in calls than they hold, and small scenes then do no I/O at all).
 SPILL_VERTICES = 10_000
+#: Open pieces are kept in batches of about this many vertices (a row's blocks joined up to it).
+PENDING_VERTICES = 65_536
 
 @dataclass
 class PolygonBatch:
@@ -177,7 +179,7 @@ class BorderMerge:
         self.width = width
         self.steps = steps
         self.spill = spill
-        self.pending: list[PieceBatch] = []  # open pieces, one batch per block row (never concatenated)
+        self.pending: list[PieceBatch] = []  # open pieces, batches of a row's blocks (never concatenated again)
         self.gids = np.zeros(0, dtype=np.int64)  # global id of each pending piece, ascending
         self._added: list[PieceBatch] = []  # this row's pieces, joined to pending at its end
         self.pairs: list[np.ndarray] = []  # (k, 2) gid pairs joined across borders
@@ -239,7 +241,7 @@ class BorderMerge:
         if self._added:
             n_new = sum(len(b) for b in self._added)
             self.gids = np.concatenate([self.gids, np.arange(self.next_gid - n_new, self.next_gid)])
-            self.pending.append(PieceBatch.concat(self._added))  # one copy of this row's pieces only
+            self.pending.extend(_runs_of_blocks(self._added))  # one copy of this row's pieces only
             self._added = []
         n = sum(len(b) for b in self.pending)
         if not n:
@@ -272,6 +274,24 @@ class BorderMerge:
         n = sum(len(b) for b in self.pending)
         if n or self._added:
             raise RuntimeError(f"{n} polygon pieces left unmerged after the last block row")
+
+
+def _runs_of_blocks(blocks: list[PieceBatch]) -> list[PieceBatch]:
+    """A row's block batches joined left to right into batches of about :data:`PENDING_VERTICES` (the
+    last may be smaller), so that a batch read back and split at a row's end holds a bounded part
+    of the row, whatever the scene's width."""
+    out: list[PieceBatch] = []
+    run: list[PieceBatch] = []
+    n = 0
+    for b in blocks:
+        run.append(b)
+        n += b.geom.n_vertices
+        if n >= PENDING_VERTICES:
+            out.append(PieceBatch.concat(run))
+            run, n = [], 0
+    if run:
+        out.append(PieceBatch.concat(run))
+    return out
 
 
 def _each_batch(batches: list[PieceBatch], per_piece: np.ndarray) -> Iterator[tuple[PieceBatch, np.ndarray]]:
