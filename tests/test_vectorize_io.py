@@ -107,23 +107,24 @@ def test_dissolve_at_coordinates_whose_products_pass_int32():
 
 
 def test_geoparquet_output_does_not_load_pandas(tmp_path):
-    """pandas costs a GeoPackage + GeoParquet run ~40 MiB and half a second; the writers use Arrow alone."""
+    """pandas costs a GeoPackage + GeoParquet run ~40 MiB and half a second (pyogrio's package, which the
+    Shapefile went through, ~70 MiB with geopandas); the writers use Arrow and GDAL's C API alone."""
     import subprocess
     import sys
 
     arr = np.zeros((48, 48), dtype=np.uint8)
     arr[4:20, 6:30] = 1
     cu = write_raster(tmp_path / "c.tif", arr)
-    for huge in (10**9, 2):  # the merged object written as usual, then spooled (write_spooled)
+    for huge, shp in ((10**9, False), (2, True)):  # the merged object written as usual, then spooled; the Shapefile
         out_gpkg = tmp_path / f"p{huge}.gpkg"
         code = ("import sys; import unetgeo.vectorize as V; "
                 f"V.HUGE_VERTICES = {huge}; "
-                f"r = V.vectorize({cu!r}, {str(out_gpkg)!r}, shapefile=False, parquet=True, block_px=16); "
+                f"r = V.vectorize({cu!r}, {str(out_gpkg)!r}, shapefile={shp}, parquet=True, block_px=16); "
                 "print(sorted(r.counts.items()), 'pandas' in sys.modules)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[-1] == "False", out.stdout
-        assert out_gpkg.with_suffix(".parquet").exists()
+        assert out_gpkg.with_suffix(".parquet").exists() and out_gpkg.with_suffix(".shp").exists() == shp
 
 
 def test_stream_reader_keeps_its_small_block_cache_across_pickling(tmp_path):
@@ -377,3 +378,42 @@ def test_bounded_heap_gives_freed_arrays_back_and_leaves_dynamic_limits(tmp_path
     if on != "True":
         pytest.skip("not glibc")
     assert int(inside) >= 7 > int(before)
+
+
+def test_shapefile_through_gdal_c_api_equals_pyogrio(tmp_path, monkeypatch):
+    """The Shapefile written through GDAL's C API holds what pyogrio's appends write: the same rows,
+    attributes (times as ISO 8601 text), CRS and encoding."""
+    import re
+
+    cu = write_raster(tmp_path / "c.tif", _arr(11))
+    kw = dict(block_px=32, batch_size=50, class_names=["a", "b", "c", "d"], parquet=False, acquired="2024-05-01T10:30:00Z")
+    ours = vectorize(cu, str(tmp_path / "ours" / "p.gpkg"), **kw)
+    monkeypatch.setenv("UNETGEO_GPKG_WRITER", "pyogrio")
+    peer = vectorize(cu, str(tmp_path / "peer" / "p.gpkg"), **kw)
+    a, b = (pyogrio.read_dataframe(r.shapefile_uri) for r in (ours, peer))
+    assert len(a) == len(b) == sum(ours.counts.values()) > 100
+    a, b = (df.assign(wkb=[shapely.to_wkb(g) for g in df.geometry]).sort_values("wkb").reset_index(drop=True) for df in (a, b))
+    cols = ["class_id", "class_name", "area_m2", "perim_m", "mean_conf", "max_conf", "scene_id", "model_id", "acquired", "wkb"]
+    assert a[cols].equals(b[cols])
+    assert set(a["acquired"]) == {"2024-05-01T10:30:00Z"}
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", t) for t in a["created"])
+    assert a.crs == b.crs and a.crs.to_epsg() == 32633
+    for ext in (".cpg", ".prj"):
+        assert (tmp_path / "ours" / f"p{ext}").read_text() == (tmp_path / "peer" / f"p{ext}").read_text()
+
+
+@pytest.mark.parametrize("writer", ["ctypes", "pyogrio"])
+def test_shapefile_keeps_areas_over_ten_to_the_eight_square_metres(tmp_path, monkeypatch, capfd, writer):
+    """A lake of 400 km² keeps its area in the Shapefile without a GDAL warning per polygon (GDAL's
+    default Real(24.15) field leaves 8 digits before the point)."""
+    import rasterio
+
+    monkeypatch.setenv("UNETGEO_GPKG_WRITER", writer)
+    a = np.zeros((40, 40), dtype=np.uint8)
+    a[5:25, 5:25] = 1
+    cu = write_raster(tmp_path / "c.tif", a, transform=rasterio.transform.from_origin(500000, 6000000, 1000, 1000))
+    res = vectorize(cu, str(tmp_path / "p.gpkg"), class_names=["land", "lake"], block_px=16, parquet=False)
+    shp = pyogrio.read_dataframe(res.shapefile_uri)
+    assert sorted(shp["area_m2"]) == [4e8, 1200e6]
+    assert sorted(shp["perim_m"]) == [80e3, 160e3 + 80e3]
+    assert "not successfully written" not in capfd.readouterr().err

@@ -76,7 +76,8 @@ class PolygonWriter(PublishOnExit):
             self.shp_tmp = os.path.join(self.shp_dir, shp_name)
         self.pq_tmp = os.path.join(base_dir, os.path.basename(str(parquet_uri)) + ".tmp") if parquet_uri else None
         self._pq: Any = None
-        self._gpkg = _ArrowGpkg.create(self.gpkg_tmp, crs_wkt)
+        self._gpkg = _ArrowOgr.create(self.gpkg_tmp, crs_wkt)
+        self._shp = _ArrowOgr.create(self.shp_tmp, crs_wkt, "shp") if self.shp_tmp and self._gpkg is not None else None
         self._layers: set[str] = set()
         self._rows: dict[str, int] = {}  # rows written to each GeoPackage layer: the next row's fid - 1
         self._spool: Any = None  # nameless file of spooled WKB (see spool)
@@ -106,9 +107,10 @@ class PolygonWriter(PublishOnExit):
 
     def _write_others(self, layer: str, table: Any, bounds: np.ndarray | None) -> None:
         """The Shapefile, the GeoParquet file, and the GeoPackage where GDAL's C API is not used."""
-        if self._gpkg is None or self.shp_tmp or (self.pq_tmp and table.num_rows):
+        self._write_shapefile(table)
+        if self._gpkg is None or (self.pq_tmp and table.num_rows):
             typed = _typed(table, self.schema)
-            if self._gpkg is None or self.shp_tmp:
+            if self._gpkg is None:
                 self._write_pyogrio(layer, typed)
             if self.pq_tmp and table.num_rows:
                 self._write_parquet(typed, bounds)
@@ -169,7 +171,9 @@ class PolygonWriter(PublishOnExit):
                         raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
                     view = memoryview(wkb)[:length]
                     full = table.append_column("geometry", arrow_binary([view]))  # no copy of the value
-                    self._write_pyogrio(layer, _typed(full, self.schema))
+                    if self._gpkg is None:
+                        self._write_pyogrio(layer, _typed(full, self.schema))
+                    self._write_shapefile(full)
                     del full, view
             if self.pq_tmp:
                 self._streamed.append((self._pq_rows, length, off))
@@ -190,24 +194,34 @@ class PolygonWriter(PublishOnExit):
         log.debug("%d outlines streamed into %s", len(self._streamed), self.pq_tmp)
 
     def _write_pyogrio(self, layer: str, table: Any) -> None:
-        """The Shapefile, and the GeoPackage when GDAL's C API is not usable here."""
+        """The GeoPackage when GDAL's C API is not usable here."""
         import pyogrio.raw
 
         with warnings.catch_warnings():
             # GDAL warns about the .tmp extension of the files being built
             warnings.filterwarnings("ignore", message=".*extension.*", category=RuntimeWarning)
-            if self._gpkg is None:
-                pyogrio.raw.write_arrow(
-                    table, self.gpkg_tmp, layer=layer, driver="GPKG", geometry_name="geometry",
-                    geometry_type="Polygon", crs=self.crs_wkt, append=layer in self._layers,
-                    dataset_options={"VERSION": "1.2"} if not self._layers else None,
-                )
-            if self.shp_tmp and (table.num_rows or not self._shp_started):
-                pyogrio.raw.write_arrow(
-                    _shapefile_table(table), self.shp_tmp, driver="ESRI Shapefile", geometry_name="geometry",
-                    geometry_type="Polygon", crs=self.crs_wkt, encoding="UTF-8", append=self._shp_started,
-                )
-                self._shp_started = True
+            pyogrio.raw.write_arrow(
+                table, self.gpkg_tmp, layer=layer, driver="GPKG", geometry_name="geometry",
+                geometry_type="Polygon", crs=self.crs_wkt, append=layer in self._layers,
+                dataset_options={"VERSION": "1.2"} if not self._layers else None,
+            )
+
+    def _write_shapefile(self, table: Any) -> None:
+        """Append ``table`` (int64 or timestamp times) to the Shapefile, all classes in one layer
+        (created by the first call, rows or not); through GDAL's C API, else pyogrio."""
+        if not self.shp_tmp or not (table.num_rows or not self._shp_started):
+            return
+        shp = _shapefile_table(table, self.schema)
+        if self._shp is not None:
+            self._shp.write(os.path.splitext(os.path.basename(self.shp_tmp))[0], shp, shp.schema)
+        else:
+            import pyogrio.raw
+
+            pyogrio.raw.write_arrow(
+                shp, self.shp_tmp, driver="ESRI Shapefile", geometry_name="geometry", geometry_type="Polygon",
+                crs=self.crs_wkt, encoding="UTF-8", append=self._shp_started,
+            )
+        self._shp_started = True
 
     def _write_parquet(self, table: Any, bounds: np.ndarray | None = None) -> None:
         import pyarrow as pa
@@ -266,6 +280,8 @@ class PolygonWriter(PublishOnExit):
                     self._stream_parquet_values()
                 self._publish(self.pq_tmp, str(self.parquet_uri))
             self._publish(self.gpkg_tmp, self.uri)
+            if self._shp is not None:
+                self._shp.close()
             if self.shp_tmp and self.shapefile_uri:
                 stem_tmp = self.shp_tmp[:-4]
                 stem_dst = str(self.shapefile_uri)[:-4]
@@ -292,8 +308,9 @@ class PolygonWriter(PublishOnExit):
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._gpkg is not None:
-            self._gpkg.close()
+        for ogr in (self._gpkg, self._shp):
+            if ogr is not None:
+                ogr.close()
         if self._spool is not None:
             self._spool.close()
             self._spool = None
@@ -446,18 +463,40 @@ def _quote(name: str) -> str:
 SHP_RENAME = {"perimeter_m": "perim_m"}
 
 
-def _shapefile_table(table: Any) -> Any:
-    """``table`` as a Shapefile takes it: short names, times as ISO 8601 text."""
+def _shapefile_table(table: Any, schema: Any) -> Any:
+    """``table`` as a Shapefile takes it: short names, times as ISO 8601 text (the columns that
+    ``schema`` declares as timestamps, int64 or timestamp in ``table``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    times = {f.name: f.type.unit for f in schema if pa.types.is_timestamp(f.type)}
     cols, names = [], []
     for f, col in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_timestamp(f.type):
-            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ") if len(col) else pa.array([], pa.string())
-        cols.append(col)
+        unit = times.get(f.name, f.type.unit if pa.types.is_timestamp(f.type) else None)
+        cols.append(pa.chunked_array([_iso_times(c, unit) for c in col.chunks], pa.string()) if unit else col)
         names.append(SHP_RENAME.get(f.name, f.name))
     return pa.table(cols, names=names)
+
+
+def _iso_times(col: Any, unit: str) -> Any:
+    """``YYYY-MM-DDTHH:MM:SSZ`` strings of an int64 or timestamp Arrow array in ``unit`` since the
+    epoch (UTC), nulls kept; built from buffers (no compute kernels: +8 MiB, nor pandas)."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    n, bufs = len(col), col.buffers()
+    vals = (np.frombuffer(bufs[1], dtype=np.int64)[col.offset:col.offset + n] if n and bufs[1] is not None
+            else np.zeros(n, dtype=np.int64))
+    valid = (np.unpackbits(np.frombuffer(bufs[0], dtype=np.uint8), bitorder="little")[col.offset:col.offset + n]
+             .astype(bool) if col.null_count and bufs[0] is not None else np.full(n, col.null_count == 0))
+    uniq, inv = np.unique(vals[valid], return_inverse=True)
+    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    text = np.array([datetime.fromtimestamp(v // per_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for v in uniq.tolist()],
+                    dtype="S20")
+    offsets = np.r_[0, np.cumsum(np.where(valid, 20, 0))].astype(np.int32)
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(text[inv].tobytes())],
+                                 null_count=int(n - valid.sum()))
 
 
 def _raw_type(t: Any) -> Any:
@@ -645,6 +684,7 @@ def read_polygons(
 _GDT_INT32 = 5
 _WKB_POLYGON = 3
 _OFT_INTEGER = 0
+_OFT_REAL = 2
 
 
 class _GdalPolygonizer:
@@ -746,13 +786,14 @@ def _strings(*items: str) -> Any:
     return (ctypes.c_char_p * (len(items) + 1))(*[i.encode() for i in items], None)
 
 
-class _ArrowGpkg:
-    """A GeoPackage (GPKG 1.2) kept open while batches are appended through ``OGR_L_WriteArrowBatch``.
+class _ArrowOgr:
+    """A GeoPackage (GPKG 1.2) or Shapefile kept open while batches are appended through ``OGR_L_WriteArrowBatch``.
 
-    One transaction per batch; the spatial index of every layer is built once, on :meth:`close`
-    (pyogrio reopens the file for each append, and its appends update the R-tree row by row).
-    Uses the libgdal rasterio loaded (see :class:`_GdalPolygonizer`); None from :meth:`create`
-    where that is not usable, or with ``UNETGEO_GPKG_WRITER=pyogrio``.
+    GeoPackage: one transaction per batch; the spatial index of every layer is built once, on
+    :meth:`close` (pyogrio reopens the file for each append, and its appends update the R-tree row
+    by row). Uses the libgdal rasterio loaded (see :class:`_GdalPolygonizer`), so pyogrio's Python
+    package (which imports pandas and geopandas, +70 MiB) is not loaded; None from :meth:`create`
+    where that is not usable, or with ``UNETGEO_GPKG_WRITER=pyogrio`` (both files through pyogrio).
     """
 
     SIGS = {
@@ -765,49 +806,75 @@ class _ArrowGpkg:
         "GDALDatasetStartTransaction": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
         "GDALDatasetCommitTransaction": ([ctypes.c_void_p], ctypes.c_int),
         "CPLPushErrorHandler": ([ctypes.c_void_p], None), "CPLPopErrorHandler": ([], None),
+        "OGR_Fld_SetWidth": ([ctypes.c_void_p, ctypes.c_int], None),
+        "OGR_Fld_SetPrecision": ([ctypes.c_void_p, ctypes.c_int], None),
     }
+    #: driver, dataset creation options, layer creation options, a transaction per batch, width of
+    #: float64 fields (0: GDAL's choice)
+    KINDS = {"gpkg": (b"GPKG", ("VERSION=1.2",), (), True, 0),
+             "shp": (b"ESRI Shapefile", (), ("ENCODING=UTF-8",), False, 24)}
 
-    def __init__(self, poly: _GdalPolygonizer, path: str, crs_wkt: str):
+    def __init__(self, poly: _GdalPolygonizer, path: str, crs_wkt: str, kind: str = "gpkg"):
         lib = self.lib = poly.lib
         for name, (args, res) in self.SIGS.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, res
         self.poly = poly
-        drv = lib.GDALGetDriverByName(b"GPKG")
+        driver, ds_opts, self._layer_opts, self._transactions, self._real_width = self.KINDS[kind]
+        self.what = driver.decode()
+        drv = lib.GDALGetDriverByName(driver)
         if not drv:
-            raise OSError("GDAL has no GPKG driver")
+            raise OSError(f"GDAL has no {self.what} driver")
         lib.CPLPushErrorHandler(ctypes.cast(lib.CPLQuietErrorHandler, ctypes.c_void_p))  # the .tmp extension
         try:
-            self.ds = lib.GDALCreate(drv, path.encode(), 0, 0, 0, 0, _strings("VERSION=1.2"))
+            self.ds = lib.GDALCreate(drv, path.encode(), 0, 0, 0, 0, _strings(*ds_opts))
         finally:
             lib.CPLPopErrorHandler()
         if not self.ds:
-            raise poly._error(f"GPKG creation of {path}")
+            raise poly._error(f"{self.what} creation of {path}")
         self.srs = lib.OSRNewSpatialReference(crs_wkt.encode())
         self.layers: dict[str, int] = {}
         self._time_formats: dict[str, bytes] | None = None
 
     @classmethod
-    def create(cls, path: str, crs_wkt: str) -> _ArrowGpkg | None:
+    def create(cls, path: str, crs_wkt: str, kind: str = "gpkg") -> _ArrowOgr | None:
         if os.environ.get("UNETGEO_GPKG_WRITER", "ctypes") != "ctypes":
             return None
         poly = _polygonizer()
         if poly is None:
             return None
         try:
-            return cls(poly, path, crs_wkt)
+            return cls(poly, path, crs_wkt, kind)
         except (OSError, AttributeError) as e:
-            log.info("GeoPackage through pyogrio (%s)", e)
+            log.info("%s through pyogrio (%s)", kind, e)
             return None
+
+    def _real_field(self, layer: int, name: str) -> None:
+        """A Real field of :attr:`_real_width` digits (6 decimals): GDAL's default for a Shapefile, 24
+        with 15 decimals, leaves 8 digits before the point, and GDAL warns on stderr for every area
+        over 10^8 m² (writing it with fewer decimals)."""
+        lib = self.lib
+        fld = lib.OGR_Fld_Create(name.encode(), _OFT_REAL)
+        try:
+            lib.OGR_Fld_SetWidth(fld, self._real_width)
+            lib.OGR_Fld_SetPrecision(fld, 6)
+            if lib.OGR_L_CreateField(layer, fld, 1):
+                raise self.poly._error(f"field {name} creation")
+        finally:
+            lib.OGR_Fld_Destroy(fld)
 
     def _layer(self, name: str, schema: Any) -> int:
         if name not in self.layers:
             lib = self.lib
-            layer = lib.GDALDatasetCreateLayer(self.ds, name.encode(), self.srs, _WKB_POLYGON, None)
+            layer = lib.GDALDatasetCreateLayer(self.ds, name.encode(), self.srs, _WKB_POLYGON,
+                                               _strings(*self._layer_opts))
             if not layer:
                 raise self.poly._error(f"layer {name} creation")
             for f in schema:
                 if f.name == "geometry":
+                    continue
+                if self._real_width and str(f.type) == "double":
+                    self._real_field(layer, f.name)
                     continue
                 c = _ArrowSchema()
                 f._export_to_c(ctypes.addressof(c))
@@ -831,7 +898,7 @@ class _ArrowGpkg:
             self._time_formats = self._formats(schema)
         formats = self._time_formats
         opts = _strings("GEOMETRY_NAME=geometry")
-        if lib.GDALDatasetStartTransaction(self.ds, 0):
+        if self._transactions and lib.GDALDatasetStartTransaction(self.ds, 0):
             raise self.poly._error("StartTransaction")
         for batch in table.combine_chunks().to_batches():
             sch, arr = _ArrowSchema(), _ArrowArray()
@@ -852,7 +919,7 @@ class _ArrowGpkg:
                     child.format = old
                 _release(arr)
                 _release(sch)
-        if lib.GDALDatasetCommitTransaction(self.ds):
+        if self._transactions and lib.GDALDatasetCommitTransaction(self.ds):
             raise self.poly._error("CommitTransaction")
 
     @staticmethod
@@ -877,7 +944,7 @@ class _ArrowGpkg:
             ds, self.ds = self.ds, None
             self.lib.OSRRelease(self.srs)
             if self.lib.GDALClose(ds):
-                raise self.poly._error("GPKG close")
+                raise self.poly._error(f"{self.what} close")
 
 
 
