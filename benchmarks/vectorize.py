@@ -24,14 +24,15 @@ from _common import Measured, load_average, machine, run_measured_full  # noqa: 
 
 PEER = "/work/shared/bench/polygonize_py.py"
 MAKE = "/work/shared/bench/make_scene.py"
-#: ``python -c OURS MASK OUT.gpkg PARQUET``: the GeoPackage, and the GeoParquet file beside it when PARQUET is 1
-#: (``unetgeo vectorize --no-shapefile`` writes both; the peers write a GeoPackage only)
+#: ``python -c OURS MASK OUT.gpkg PARQUET SHAPEFILE``: the GeoPackage, the GeoParquet file beside it when
+#: PARQUET is 1, the Shapefile when SHAPEFILE is 1 (``unetgeo vectorize --no-shapefile`` writes the first two,
+#: plain ``unetgeo vectorize`` all three; the peers write a GeoPackage only)
 OURS = ("from unetgeo.vectorize import vectorize; import sys; "
-        "vectorize(sys.argv[1], sys.argv[2], shapefile=False, parquet=sys.argv[3] == '1')")
+        "vectorize(sys.argv[1], sys.argv[2], shapefile=sys.argv[4] == '1', parquet=sys.argv[3] == '1')")
 
 
-def ours(mask: str, out: str, parquet: bool) -> Measured:
-    return run_measured_full([sys.executable, "-c", OURS, mask, out, "1" if parquet else "0"])
+def ours(mask: str, out: str, parquet: bool, shapefile: bool = False) -> Measured:
+    return run_measured_full([sys.executable, "-c", OURS, mask, out, "1" if parquet else "0", "1" if shapefile else "0"])
 
 
 def ensure_masks(d: str, size: int) -> tuple[str, str]:
@@ -117,6 +118,9 @@ def main() -> None:
     ap.add_argument("--speed-repeat", type=int, default=None,
                     help="runs per mask of the speed comparison (default: --repeat; 0: memory only; "
                          "gdal_polygonize.py takes about 150 s a run on the fragmented mask)")
+    ap.add_argument("--shapefile", action="store_true",
+                    help="the memory comparison also with the Shapefile (plain `unetgeo vectorize`; it takes each "
+                         "outline whole through GDAL)")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="unetgeo-bench-")
     print(f"machine: {machine()}; nproc {os.cpu_count()}; load {load_average()}")
@@ -127,10 +131,13 @@ def main() -> None:
                 report(kind, [measure(mask, out) for _ in range(n)])
         if a.big_size:
             masks = ensure_masks(d, a.size)[0], ensure_blobby_mask(d, a.big_size)
-            for parquet, what in ((False, "GeoPackage"), (True, "GeoPackage + GeoParquet")):
+            variants = [(False, False, "GeoPackage"), (True, False, "GeoPackage + GeoParquet")]
+            if a.shapefile:
+                variants.append((True, True, "GeoPackage + GeoParquet + Shapefile"))
+            for parquet, shp, what in variants:
                 ratios = []
                 for i in range(a.repeat):  # the big mask's peak varies run to run with the threads' timing
-                    small, big = (ours(m, os.path.join(out, f"{n}.gpkg"), parquet)
+                    small, big = (ours(m, os.path.join(out, f"{n}.gpkg"), parquet, shp)
                                   for m, n in zip(masks, ("s", "b"), strict=True))
                     ratios.append(big.rss_mib / small.rss_mib)
                     print(f"peak RSS ours ({what}), blobby, run {i + 1}: {a.size}² {small.rss_mib:.0f} MiB "
