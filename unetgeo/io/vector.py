@@ -85,6 +85,7 @@ class PolygonWriter(PublishOnExit):
         self._deferred: list[tuple[str, Any, tuple[int, int], np.ndarray]] = []
         self._pq_rows = 0  # rows written to the GeoParquet file
         self._streamed: list[tuple[int, int, int]] = []  # (GeoParquet row, WKB length, spool offset)
+        self._shp_streamed: list[tuple[list[float], int, int]] = []  # (bounds, spool offset, WKB length)
         self._shp_started = False
         self.closed = False
 
@@ -154,16 +155,17 @@ class PolygonWriter(PublishOnExit):
     def _write_deferred(self) -> None:
         """The spooled polygons' rows of the GeoParquet file and Shapefile (and pyogrio's GeoPackage), one by one.
 
-        The GeoParquet row is written with an empty WKB, its own row group; :meth:`close` streams
-        the real WKB into the file once pyarrow has closed it (:func:`unetgeo.io.parquet.stream_values`),
-        so the outline is never held (pyarrow would hold it and a copy of it). pyogrio's writers
-        take the WKB whole.
+        The GeoParquet row is written with an empty WKB, its own row group, and the Shapefile row
+        with the polygon's envelope rectangle, the last records of the file; :meth:`close` streams
+        the real WKB into both once they are closed (:func:`unetgeo.io.parquet.stream_values`,
+        :func:`unetgeo.io.shapefile.stream_polygons`), so the outline is never held (pyarrow would
+        hold it and a copy, GDAL an OGR geometry and a record). pyogrio's GeoPackage takes it whole.
         """
         import mmap
 
         while self._deferred:
             layer, table, (off, length), bounds = self._deferred.pop(0)
-            if self._gpkg is None or self.shp_tmp:
+            if self._gpkg is None:  # pyogrio's GeoPackage takes the WKB whole
                 # read into pages of its own, given back to the system as soon as it is written
                 with mmap.mmap(-1, max(length, 1)) as wkb:
                     self._spool.seek(off)
@@ -171,10 +173,12 @@ class PolygonWriter(PublishOnExit):
                         raise OSError(f"{self.gpkg_tmp}: the spooled WKB of a polygon of layer {layer} is cut short")
                     view = memoryview(wkb)[:length]
                     full = table.append_column("geometry", arrow_binary([view]))  # no copy of the value
-                    if self._gpkg is None:
-                        self._write_pyogrio(layer, _typed(full, self.schema))
-                    self._write_shapefile(full)
+                    self._write_pyogrio(layer, _typed(full, self.schema))
                     del full, view
+            if self.shp_tmp:  # its envelope rectangle now, the polygon streamed into the .shp on close
+                self._shp_streamed.append((bounds.tolist(), off, length))
+                placeholder = shapely.to_wkb(shapely.box(*bounds.tolist(), ccw=True), byte_order=1)
+                self._write_shapefile(table.append_column("geometry", arrow_binary([placeholder])))
             if self.pq_tmp:
                 self._streamed.append((self._pq_rows, length, off))
                 self._write_parquet(_typed(table.append_column("geometry", arrow_binary([b""])), self.schema),
@@ -282,6 +286,11 @@ class PolygonWriter(PublishOnExit):
             self._publish(self.gpkg_tmp, self.uri)
             if self._shp is not None:
                 self._shp.close()
+            if self._shp_streamed:
+                from unetgeo.io.shapefile import stream_polygons
+
+                stream_polygons(self.shp_tmp, self._shp_streamed, self._spool)  # type: ignore[arg-type]
+                log.debug("%d outlines streamed into %s", len(self._shp_streamed), self.shp_tmp)
             if self.shp_tmp and self.shapefile_uri:
                 stem_tmp = self.shp_tmp[:-4]
                 stem_dst = str(self.shapefile_uri)[:-4]
