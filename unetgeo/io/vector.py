@@ -138,12 +138,12 @@ class PolygonWriter(PublishOnExit):
         header envelope are the polygon's), and the real WKB is copied over it from the spool, a few
         MB at a time, once GDAL has closed the file (:func:`_swap_blobs`): a scene-spanning outline is
         never held by GDAL (as WKB, OGR geometry and blob). The GeoParquet file and the Shapefile
-        take the WKB as a whole, on :meth:`close`, when the rest of the stage's memory is let go.
+        get their rows on :meth:`close` (:meth:`_write_deferred`), the WKB streamed in as well.
         """
 
         bounds = np.asarray(bounds, dtype=np.float64).reshape(4)
         if self._gpkg is not None:
-            placeholder = shapely.to_wkb(shapely.box(*bounds.tolist(), ccw=True), byte_order=1)
+            placeholder = _envelope_wkb(bounds)
             self._gpkg.write(layer, table.append_column("geometry", arrow_binary([placeholder])), self.schema)
             self._rows[layer] = fid = self._rows.get(layer, 0) + 1
             self._swaps.append((layer, fid, placeholder, handle))
@@ -177,8 +177,7 @@ class PolygonWriter(PublishOnExit):
                     del full, view
             if self.shp_tmp:  # its envelope rectangle now, the polygon streamed into the .shp on close
                 self._shp_streamed.append((bounds.tolist(), off, length))
-                placeholder = shapely.to_wkb(shapely.box(*bounds.tolist(), ccw=True), byte_order=1)
-                self._write_shapefile(table.append_column("geometry", arrow_binary([placeholder])))
+                self._write_shapefile(table.append_column("geometry", arrow_binary([_envelope_wkb(bounds)])))
             if self.pq_tmp:
                 self._streamed.append((self._pq_rows, length, off))
                 self._write_parquet(_typed(table.append_column("geometry", arrow_binary([b""])), self.schema),
@@ -345,6 +344,11 @@ _GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 #: Bytes of spooled WKB read at once when it is copied into an output.
 SPOOL_PIECE = 4 << 20
 _UPDATE_TRIGGER = re.compile(r"\b(AFTER|BEFORE|INSTEAD\s+OF)\s+UPDATE\b", re.IGNORECASE)
+
+
+def _envelope_wkb(bounds: np.ndarray) -> bytes:
+    """WKB of the rectangle ``bounds`` (xmin, ymin, xmax, ymax): the placeholder of a spooled polygon."""
+    return shapely.to_wkb(shapely.box(*np.asarray(bounds, dtype=np.float64).tolist(), ccw=True), byte_order=1)
 
 
 def _copy_spool(spool: Any, off: int, length: int, write: Any, what: str, piece: int = SPOOL_PIECE) -> None:
