@@ -417,3 +417,21 @@ def test_shapefile_keeps_areas_over_ten_to_the_eight_square_metres(tmp_path, mon
     assert sorted(shp["area_m2"]) == [4e8, 1200e6]
     assert sorted(shp["perim_m"]) == [80e3, 160e3 + 80e3]
     assert "not successfully written" not in capfd.readouterr().err
+
+
+def test_a_failure_while_streaming_outlines_publishes_no_file(tmp_path, monkeypatch):
+    """Every output is complete before the first is published: a failure in the last step (the
+    Shapefile's streamed outlines) leaves neither the GeoPackage nor the GeoParquet file behind."""
+    import unetgeo.io.shapefile as S
+    import unetgeo.vectorize as vec
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    cu = write_raster(tmp_path / "c.tif", _arr(13, (200, 200), 3))
+    monkeypatch.setattr(vec, "HUGE_VERTICES", 12)
+    monkeypatch.setattr(S, "stream_polygons", broken)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk full"):
+        vectorize(cu, str(out / "p.gpkg"), block_px=32, parquet=True, class_names=["a", "b", "c"])
+    assert sorted(p.name for p in out.iterdir()) == []
